@@ -1,0 +1,122 @@
+"""build_app(settings): the Starlette application, its middleware stack and the lifespan of its parts.
+
+One `Gateway` per worker process holds everything a request needs: the key store, the model table, the
+pooled upstream client and the pipeline. Nothing lives in module globals.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import settings as settings_module
+from gateway.auth.keys import KeyStore
+from gateway.auth.stage import Authenticate
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
+from gateway.parsing import ParseBody
+from gateway.pipeline import Pipeline
+from gateway.routes import routes
+from gateway.routing import ResolveModel
+from gateway.settings import Settings, resolve_secret
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.stage import Forward
+
+log = logging.getLogger("gateway")
+KEYS_REFRESH_SECONDS = 1.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.secrets = {m.name: resolve_secret(m.api_key, f"models[{m.name}].api_key") for m in settings.models}
+        self.keys = KeyStore(settings.keys_path)
+        self.models = ResolveModel(settings)
+        self.client = UpstreamClient()
+        self.pipeline = Pipeline(
+            stages=[Authenticate(self.keys), ParseBody(), self.models, Forward(self.client, self.secrets)],
+        )
+
+    def readiness(self) -> dict[str, str]:
+        return {
+            "upstream_client": "ok" if self.client.ready else "closed",
+            "keys": "ok" if self.keys.path.exists() else f"no keys file at {self.keys.path}",
+        }
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.client.start()
+        refresher = asyncio.create_task(self._refresh_keys())
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await self.client.close()
+
+    async def _refresh_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEYS_REFRESH_SECONDS)
+            try:
+                if self.keys.refresh():
+                    log.info("keys file reloaded: %d keys", len(self.keys.records()))
+            except Exception:  # a half-written or broken file: keep the keys we have
+                log.exception("keys file %s could not be read; keeping the previous keys", self.keys.path)
+
+
+def build_middleware_stack(settings: Settings) -> list[Middleware]:
+    return [Middleware(RequestIdMiddleware), Middleware(RequestLimitsMiddleware, limits=settings.server)]
+
+
+async def on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return Response(exc.render(), exc.status, media_type="application/json")
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: GatewayError = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+        return Response(error.render(), 405, exc.headers, media_type="application/json")
+    if exc.status_code == 404:
+        error = NotFound(f"Unknown route: {request.method} {request.url.path}.", code="unknown_route")
+    else:
+        error = GatewayError(str(exc.detail))
+        error.status = exc.status_code
+    return Response(error.render(), error.status, media_type="application/json")
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.error("request %s failed: %s", request_id, exc, exc_info=exc)
+    error = InternalError(f"The gateway failed to handle this request (request id {request_id}).")
+    return Response(error.render(), 500, {"x-request-id": request_id}, media_type="application/json")
+
+
+def build_app(settings: Settings) -> Starlette:
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with gateway.running():
+            yield
+
+    app = Starlette(
+        routes=routes(),
+        middleware=build_middleware_stack(settings),
+        exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_exception, Exception: on_unexpected},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory uvicorn workers call: settings from the file named by GATEWAY_CONFIG."""
+    return build_app(settings_module.load(os.environ["GATEWAY_CONFIG"]))

@@ -1,0 +1,1 @@
+"""Virtual keys and the principals they stand for."""

@@ -1,0 +1,101 @@
+"""The request context and the one ordered pipeline every proxied request goes through.
+
+    STAGES (run in order, each `async def __call__(ctx) -> None`, may raise GatewayError)
+      1 Authenticate   virtual key → principal                      (gateway.auth.stage)
+      2 ResolveModel   requested model → configured model, key may use it (gateway.routing)
+      6 Forward        call the upstream, pass its answer through   (gateway.upstream.stage)
+    FINAL_STAGES (run once the answer is complete, also after errors and client disconnects)
+
+Stages 3-5 and 7-9 of DESIGN.md (admission, input checks, redaction, output checks, settle, audit) join the
+lists as their issues land; a stage that does nothing is not in the list. Stages never see HTTP objects:
+routes build the context, the pipeline fills `ctx.result`, routes turn it into a response.
+"""
+
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from gateway.auth.keys import Principal
+from gateway.errors import GatewayError
+from gateway.settings import ModelConfig
+
+
+@dataclass(slots=True)
+class Result:
+    """What the pipeline answers: a status, headers, and a body that is bytes or a stream of bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | AsyncIterator[bytes]
+    close: Callable[[], None] | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    endpoint: str
+    headers: Mapping[str, str]
+    raw_body: bytes
+    body: dict[str, Any]
+    api_key: str | None
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    model: ModelConfig | None = None
+    attempts: int = 0
+    result: Result | None = None
+    error: GatewayError | None = None
+    client_disconnected: bool = False
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+
+class Stage(Protocol):
+    def __call__(self, ctx: RequestContext) -> Coroutine[Any, Any, None]: ...
+
+
+class Pipeline:
+    """Runs the request stages in order, then the final stages exactly once, however the request ends."""
+
+    def __init__(self, stages: Sequence[Stage], final_stages: Sequence[Stage] = ()) -> None:
+        self.stages = tuple(stages)
+        self.final_stages = tuple(final_stages)
+
+    async def __call__(self, ctx: RequestContext) -> Result:
+        try:
+            for stage in self.stages:
+                await stage(ctx)
+        except GatewayError as exc:
+            ctx.error = exc
+            await self._finish(ctx)
+            raise
+        except BaseException:
+            await self._finish(ctx)
+            raise
+        assert ctx.result is not None, "the last stage must set ctx.result"
+        if isinstance(ctx.result.body, bytes):
+            await self._finish(ctx)
+        else:
+            ctx.result.body = self._finish_after(ctx, ctx.result.body)
+        return ctx.result
+
+    async def _finish_after(self, ctx: RequestContext, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        completed = False
+        try:
+            async for chunk in body:
+                yield chunk
+            completed = True
+        finally:
+            ctx.client_disconnected = not completed and ctx.error is None
+            if ctx.result is not None and ctx.result.close is not None:
+                ctx.result.close()
+            await self._finish(ctx)
+
+    async def _finish(self, ctx: RequestContext) -> None:
+        with anyio.CancelScope(shield=True):
+            for stage in self.final_stages:
+                await stage(ctx)

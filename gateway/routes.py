@@ -1,0 +1,111 @@
+"""HTTP routes, kept thin: build a RequestContext, run the pipeline, turn its Result into a response.
+
+    POST /v1/chat/completions · /v1/completions · /v1/embeddings · /v1/responses   → the pipeline
+    GET  /v1/models · /v1/models/{model}   the models this key may use
+    GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
+"""
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway import codec
+from gateway.auth.stage import authenticate
+from gateway.errors import NotFound
+from gateway.pipeline import RequestContext, Result
+from gateway.settings import ModelConfig
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+PROXIED = ("chat/completions", "completions", "embeddings", "responses")
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(codec.dumps(data), status, media_type="application/json")
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key") or None
+
+
+def _gateway(request: Request) -> "Gateway":
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def proxy(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        ctx = RequestContext(
+            request_id=request.state.request_id,
+            endpoint=endpoint,
+            headers=request.headers,
+            raw_body=await request.body(),
+            body={},
+            api_key=bearer(request),
+        )
+        return to_response(await _gateway(request).pipeline(ctx))
+
+    return handle
+
+
+def to_response(result: Result) -> Response:
+    if isinstance(result.body, bytes):
+        return Response(result.body, result.status, result.headers)
+    return StreamingResponse(result.body, result.status, {**STREAM_HEADERS, **result.headers})
+
+
+def model_card(model: ModelConfig) -> dict[str, object]:
+    return {"id": model.name, "object": "model", "created": 0, "owned_by": model.provider}
+
+
+async def list_models(request: Request) -> Response:
+    gateway = _gateway(request)
+    principal = authenticate(gateway.keys, bearer(request))
+    cards = [model_card(m) for m in gateway.models.visible(principal)]
+    return json_response({"object": "list", "data": cards})
+
+
+async def retrieve_model(request: Request) -> Response:
+    gateway = _gateway(request)
+    principal = authenticate(gateway.keys, bearer(request))
+    name = request.path_params["model"]
+    for model in gateway.models.visible(principal):
+        if model.name == name:
+            return json_response(model_card(model))
+    raise NotFound(f"The model '{name}' does not exist.", param="model", code="model_not_found")
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks = _gateway(request).readiness()
+    ready = all(value == "ok" for value in checks.values())
+    return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+
+
+async def openapi(request: Request) -> Response:
+    return Response(OPENAPI.read_bytes(), media_type="application/json")
+
+
+def routes() -> list[Route]:
+    proxied = [Route(f"/v1/{endpoint}", proxy(endpoint), methods=["POST"]) for endpoint in PROXIED]
+    return [
+        *proxied,
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]

@@ -1,0 +1,31 @@
+"""Run the gateway under uvicorn (uvloop + httptools), in one process or several workers."""
+
+import logging
+import os
+
+import uvicorn
+
+from gateway.app import build_app
+from gateway.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    options = {
+        "host": settings.listen.host,
+        "port": settings.listen.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        os.environ["GATEWAY_CONFIG"] = settings.source
+        os.environ["GATEWAY_HOST"], os.environ["GATEWAY_PORT"] = settings.listen.host, str(settings.listen.port)
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(build_app(settings), **options)  # type: ignore[arg-type]

@@ -1,0 +1,156 @@
+"""gateway.yaml → frozen, validated Settings.
+
+The file is read once (yamlconf), validated completely (unknown keys are errors naming file, line and key),
+and turned into frozen dataclasses. A few environment variables override the file (see ENV_OVERRIDES).
+Upstream secrets are references (`env:VAR`, or a literal, which is allowed but warned about) resolved
+only when the gateway starts serving, so admin commands such as `gateway keys` need no upstream secrets.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, field_validator, model_validator
+
+from gateway import yamlconf
+
+log = logging.getLogger("gateway.settings")
+
+FORBID = ConfigDict(extra="forbid")
+Provider = Literal["openai", "azure", "vllm", "ollama", "openai_compatible"]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds: to connect, to wait for each read (first byte included), and for the whole exchange."""
+
+    __pydantic_config__ = FORBID
+    connect: float = 10.0
+    read: float = 600.0
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    __pydantic_config__ = FORBID
+    name: str
+    provider: Provider
+    base_url: str
+    api_key: str | None = None
+    model: str | None = None
+    api_version: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    timeout: Timeouts = field(default_factory=Timeouts)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+@dataclass(frozen=True)
+class Listen:
+    __pydantic_config__ = FORBID
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits on what a client may send: body size and read time, header count and size."""
+
+    __pydantic_config__ = FORBID
+    max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 30.0
+    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    __pydantic_config__ = FORBID
+    models: tuple[ModelConfig, ...]
+    listen: Listen = field(default_factory=Listen)
+    server: ServerLimits = field(default_factory=ServerLimits)
+    keys_file: str | None = None
+    log_level: str = "info"
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate model names: {', '.join(duplicates)}")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def keys_path(self) -> Path:
+        if self.keys_file:
+            return Path(self.keys_file)
+        return Path(self.source).with_name("gateway.keys.json")
+
+
+ENV_OVERRIDES = {
+    "GATEWAY_HOST": ("listen", "host", str),
+    "GATEWAY_PORT": ("listen", "port", int),
+    "GATEWAY_KEYS_FILE": (None, "keys_file", str),
+    "GATEWAY_LOG_LEVEL": (None, "log_level", str),
+}
+
+
+def load(path: str | Path) -> Settings:
+    """Read, validate and freeze gateway.yaml; raise yamlconf.ConfigError listing every problem."""
+    path = Path(path)
+    data = yamlconf.read(path)
+    if not isinstance(data, dict):
+        raise yamlconf.ConfigError([yamlconf.Problem(str(path), 1, "", "expected a mapping at the top level")])
+    settings = yamlconf.validate(Settings, {**data, "source": str(path.resolve())}, path)
+    _warn_literal_secrets(settings, data, path)
+    return _apply_env(settings)
+
+
+def _apply_env(settings: Settings) -> Settings:
+    for var, (section, name, kind) in ENV_OVERRIDES.items():
+        if var not in os.environ:
+            continue
+        value = kind(os.environ[var])
+        if section is None:
+            settings = replace(settings, **{name: value})
+        else:
+            settings = replace(settings, **{section: replace(getattr(settings, section), **{name: value})})
+    return settings
+
+
+def _warn_literal_secrets(settings: Settings, data: yamlconf.LineDict, path: Path) -> None:
+    for index, model in enumerate(settings.models):
+        if model.api_key and not model.api_key.startswith("env:"):
+            line = data["models"][index].lines.get("api_key", 0)
+            log.warning("%s:%d: models[%d].api_key is a literal secret; prefer env:VAR", path, line, index)
+
+
+class SecretError(Exception):
+    pass
+
+
+def resolve_secret(reference: str | None, where: str) -> str | None:
+    """`env:VAR` → the variable's value; a literal → itself; None → None."""
+    if reference is None or not reference.startswith("env:"):
+        return reference
+    var = reference[4:]
+    value = os.environ.get(var)
+    if not value:
+        raise SecretError(f"{where}: environment variable {var} is not set")
+    return value

@@ -1,0 +1,1 @@
+"""Everything that talks to model servers: the shared client, provider adapters, the forwarding stage."""

@@ -1,0 +1,78 @@
+"""The OpenAI-wire adapter: OpenAI, Azure OpenAI (v1 API), vLLM, Ollama and any OpenAI-compatible server.
+
+Pure functions, no I/O: the request for one attempt is built anew from the original body each time, and
+nothing of the client's own request (its key, its other headers) reaches the upstream but the body and
+the request id.
+"""
+
+from collections.abc import Mapping
+
+from gateway import codec
+from gateway.settings import ModelConfig
+from gateway.upstream.client import UpstreamRequest
+
+USER_AGENT = "ai-governance-gateway/0.1"
+PASSED_REQUEST_HEADERS = ("openai-beta",)
+PASSED_RESPONSE_HEADERS = ("content-type", "openai-processing-ms", "openai-version")
+
+
+def build_request(
+    model: ModelConfig,
+    secret: str | None,
+    endpoint: str,
+    body: Mapping[str, object],
+    raw_body: bytes,
+    request_id: str,
+    client_headers: Mapping[str, str],
+) -> UpstreamRequest:
+    """The upstream request for `endpoint` (e.g. "chat/completions"), with the upstream's own credentials."""
+    url = f"{model.base_url}/{endpoint}"
+    if model.provider == "azure" and model.api_version:
+        url += f"?api-version={model.api_version}"
+    return UpstreamRequest("POST", url, _headers(model, secret, request_id, client_headers), _body(model, body, raw_body), model.timeout)
+
+
+def _body(model: ModelConfig, body: Mapping[str, object], raw_body: bytes) -> bytes:
+    """The client's bytes as they came, unless the upstream knows the model by another name."""
+    if body.get("model") == model.upstream_model:
+        return raw_body
+    return codec.dumps({**body, "model": model.upstream_model})
+
+
+def _headers(model: ModelConfig, secret: str | None, request_id: str, client: Mapping[str, str]) -> dict[str, str]:
+    headers = {
+        "content-type": "application/json",
+        "accept-encoding": "identity",
+        "user-agent": USER_AGENT,
+        "x-request-id": request_id,
+    }
+    if secret:
+        if model.provider == "azure":
+            headers["api-key"] = secret
+        else:
+            headers["authorization"] = f"Bearer {secret}"
+    if model.organization:
+        headers["openai-organization"] = model.organization
+    if model.project:
+        headers["openai-project"] = model.project
+    for name in PASSED_REQUEST_HEADERS:
+        if name in client:
+            headers[name] = client[name]
+    return headers
+
+
+def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    return {name: upstream[name] for name in PASSED_RESPONSE_HEADERS if name in upstream}
+
+
+def scrub(body: bytes, secret: str | None) -> bytes:
+    """An upstream error body with the upstream's key (should it echo it) blanked out."""
+    if secret and secret.encode() in body:
+        return body.replace(secret.encode(), b"***")
+    return body
+
+
+def stream_error_event(message: str, code: str) -> bytes:
+    """The SSE event that ends a stream the upstream broke off: the SDKs raise it as an APIError."""
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    return b"data: " + codec.dumps(error) + b"\n\n"
