@@ -117,7 +117,8 @@ def load(path: str | Path) -> Settings:
     data = yamlconf.read(path)
     if not isinstance(data, dict):
         raise yamlconf.ConfigError([yamlconf.Problem(str(path), 1, "", "expected a mapping at the top level")])
-    settings = yamlconf.validate(Settings, {**data, "source": str(path.resolve())}, path)
+    data["source"] = str(path.resolve())
+    settings = yamlconf.validate(Settings, data, path)
     _warn_literal_secrets(settings, data, path)
     return _apply_env(settings)
 

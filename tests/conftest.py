@@ -1,0 +1,121 @@
+"""Fixtures: a real mock upstream and a real gateway on loopback, keys made with the real CLI, SDK clients."""
+
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
+
+GATEWAY_YAML = """\
+models:
+  - name: mock-model
+    provider: openai_compatible
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+  - name: gpt-4o-mini
+    provider: openai
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+  - name: alias-model
+    provider: vllm
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+    model: mock-model
+  - name: faulty-model
+    provider: openai_compatible
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+  - name: slow-model
+    provider: openai_compatible
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+    timeout: {{connect: 2, read: 0.5}}
+  - name: unreachable-model
+    provider: ollama
+    base_url: http://127.0.0.1:{closed_port}/v1
+server:
+  max_body_bytes: 65536
+  body_timeout: 1.5
+"""
+
+
+@dataclass
+class GatewayUnderTest:
+    process: Process
+    config: Path
+    key: str
+    limited_key: str
+    revoked_key: str
+    expired_key: str
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def base_url(self) -> str:
+        return self.process.url + "/v1"
+
+
+def create_key(config: Path, *args: str) -> str:
+    result = gateway_command("keys", "create", "--config", str(config), *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
+    log = tmp_path_factory.mktemp("mock") / "mock.log"
+    process = start(["-m", "load_tests.mock_upstream", "--api-key", UPSTREAM_SECRET], "/health", log)
+    mock = Mock(process)
+    try:
+        yield mock
+    finally:
+        mock.client.close()
+        process.stop()
+
+
+@pytest.fixture
+def upstream(mock: Mock) -> Mock:
+    """The mock upstream with no faults and no recorded requests."""
+    mock.reset()
+    return mock
+
+
+@pytest.fixture(scope="session")
+def gateway(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayUnderTest]:
+    folder = tmp_path_factory.mktemp("gateway")
+    config = folder / "gateway.yaml"
+    config.write_text(GATEWAY_YAML.format(mock=mock.url, closed_port=free_port()))
+    key = create_key(config, "--team", "platform", "--name", "everything")
+    limited = create_key(config, "--team", "finance", "--models", "mock-model,alias-model")
+    revoked = create_key(config, "--team", "finance")
+    expired = create_key(config, "--team", "finance", "--expires", "2020-01-01")
+    revoked_id = revoked.removeprefix("gk-").split(".")[0]
+    assert gateway_command("keys", "revoke", "--config", str(config), revoked_id).returncode == 0
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", folder / "gateway.log", env)
+    try:
+        yield GatewayUnderTest(process, config, key, limited, revoked, expired)
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def client(gateway: GatewayUnderTest, upstream: Mock) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=20) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def async_client(gateway: GatewayUnderTest, upstream: Mock) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=20) as sdk:
+        yield sdk
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
