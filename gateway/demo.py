@@ -34,7 +34,8 @@ Gateway demo ready on http://{host}:{port}  (mock upstream on 127.0.0.1:{mock_po
   python3 -c '
 from openai import OpenAI
 client = OpenAI(base_url="http://{host}:{port}/v1", api_key="{key}")
-print(client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}])
+print(answer.choices[0].message.content)'
 
 Stop with Ctrl-C.
 """

@@ -1,8 +1,8 @@
 """HTTP routes, kept thin: build a RequestContext, run the pipeline, turn its Result into a response.
 
-    POST /v1/chat/completions · /v1/completions · /v1/embeddings · /v1/responses   → the pipeline
-    GET  /v1/models · /v1/models/{model}   the models this key may use
-    GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
+POST /v1/chat/completions · /v1/completions · /v1/embeddings · /v1/responses   → the pipeline
+GET  /v1/models · /v1/models/{model}   the models this key may use
+GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
 """
 
 from collections.abc import Awaitable, Callable

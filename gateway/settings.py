@@ -115,7 +115,7 @@ def load(path: str | Path) -> Settings:
     """Read, validate and freeze gateway.yaml; raise yamlconf.ConfigError listing every problem."""
     path = Path(path)
     data = yamlconf.read(path)
-    if not isinstance(data, dict):
+    if not isinstance(data, yamlconf.LineDict):
         raise yamlconf.ConfigError([yamlconf.Problem(str(path), 1, "", "expected a mapping at the top level")])
     data["source"] = str(path.resolve())
     settings = yamlconf.validate(Settings, data, path)

@@ -10,7 +10,6 @@ its exceptions are mapped in one place, `map_client_exceptions`:
      └── everything else (refused, reset, DNS, TLS) → UpstreamUnreachable  (502)
 """
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,7 +96,7 @@ class UpstreamClient:
 def map_client_exceptions() -> Iterator[None]:
     try:
         yield
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout("The model server did not answer in time.") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamUnreachable(f"The model server could not be reached ({type(exc).__name__}).") from exc

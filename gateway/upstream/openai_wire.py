@@ -29,7 +29,9 @@ def build_request(
     url = f"{model.base_url}/{endpoint}"
     if model.provider == "azure" and model.api_version:
         url += f"?api-version={model.api_version}"
-    return UpstreamRequest("POST", url, _headers(model, secret, request_id, client_headers), _body(model, body, raw_body), model.timeout)
+    return UpstreamRequest(
+        "POST", url, _headers(model, secret, request_id, client_headers), _body(model, body, raw_body), model.timeout
+    )
 
 
 def _body(model: ModelConfig, body: Mapping[str, object], raw_body: bytes) -> bytes:

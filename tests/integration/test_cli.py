@@ -49,8 +49,14 @@ def test_keys_list_shows_team_name_state_but_no_secret(tmp_path: Path) -> None:
     rows = json.loads(listing.stdout)
     assert rows == [
         {
-            "id": key[3:15], "team": "ml", "name": "bot", "models": ["m1"], "created": rows[0]["created"],
-            "expires": "2099-01-01T00:00:00+00:00", "revoked": None, "state": "active",
+            "id": key[3:15],
+            "team": "ml",
+            "name": "bot",
+            "models": ["m1"],
+            "created": rows[0]["created"],
+            "expires": "2099-01-01T00:00:00+00:00",
+            "revoked": None,
+            "state": "active",
         }
     ]
     assert "bot" in gateway_command("keys", "list", "--config", str(config)).stdout
@@ -87,7 +93,9 @@ def test_revoking_an_unknown_key_fails(tmp_path: Path) -> None:
 
 
 def test_a_broken_config_names_file_line_and_key(tmp_path: Path) -> None:
-    config = write_config(tmp_path, CONFIG.replace("    api_key: env:SOME_KEY\n", "    api_key: env:SOME_KEY\n    base_urll: x\n"))
+    config = write_config(
+        tmp_path, CONFIG.replace("    api_key: env:SOME_KEY\n", "    api_key: env:SOME_KEY\n    base_urll: x\n")
+    )
     result = gateway_command("serve", "--config", str(config))
     assert result.returncode == 2
     assert f"{config}:6: models[0].base_urll: unknown key" in result.stderr
@@ -98,7 +106,11 @@ def test_a_missing_upstream_secret_stops_start_up_with_a_clear_message(tmp_path:
     env = {k: v for k, v in os.environ.items() if k != "SOME_KEY"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--config", str(write_config(tmp_path))],
-        capture_output=True, text=True, timeout=30, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
     )
     assert result.returncode == 2
     assert "environment variable SOME_KEY is not set" in result.stderr
@@ -108,7 +120,10 @@ def test_demo_serves_a_first_answer_and_prints_ready_to_paste_snippets(tmp_path:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--demo", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         output = ""
@@ -121,8 +136,11 @@ def test_demo_serves_a_first_answer_and_prints_ready_to_paste_snippets(tmp_path:
         assert "curl http://127.0.0.1" in output and "from openai import OpenAI" in output
         for _ in range(100):
             try:
-                answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]})
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    headers={"authorization": f"Bearer {key}"},
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+                )
                 break
             except httpx.ConnectError:
                 time.sleep(0.1)

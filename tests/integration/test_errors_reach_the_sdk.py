@@ -87,8 +87,12 @@ def test_an_upstream_that_does_not_answer_in_time_is_504(client: openai.OpenAI, 
 
 @pytest.mark.parametrize(
     ("status", "exception"),
-    [(400, openai.BadRequestError), (429, openai.RateLimitError), (500, openai.InternalServerError),
-     (503, openai.InternalServerError)],
+    [
+        (400, openai.BadRequestError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+        (503, openai.InternalServerError),
+    ],
 )
 def test_upstream_errors_pass_through_with_status_and_body(
     client: openai.OpenAI, upstream: Mock, status: int, exception: type[openai.APIStatusError]
@@ -102,7 +106,9 @@ def test_upstream_errors_pass_through_with_status_and_body(
 
 
 def test_an_upstream_error_never_shows_the_upstream_key(client: openai.OpenAI, upstream: Mock) -> None:
-    leaky = {"error": {"message": f"Incorrect API key provided: {UPSTREAM_SECRET}", "type": "x", "param": None, "code": None}}
+    leaky = {
+        "error": {"message": f"Incorrect API key provided: {UPSTREAM_SECRET}", "type": "x", "param": None, "code": None}
+    }
     upstream.faults({"faulty-model": {"status": 401, "body": leaky}})
     with pytest.raises(openai.AuthenticationError) as caught:
         client.chat.completions.create(model="faulty-model", messages=HELLO)

@@ -13,7 +13,9 @@ from tests.servers import UPSTREAM_SECRET, Mock
 HELLO = [{"role": "user", "content": "hello"}]
 
 
-def test_the_client_key_never_reaches_the_upstream(gateway: GatewayUnderTest, client: openai.OpenAI, upstream: Mock) -> None:
+def test_the_client_key_never_reaches_the_upstream(
+    gateway: GatewayUnderTest, client: openai.OpenAI, upstream: Mock
+) -> None:
     client.chat.completions.create(model="mock-model", messages=HELLO)
     headers = upstream.requests()[-1]["headers"]
     assert headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
@@ -33,8 +35,11 @@ def test_request_id_from_the_client_goes_upstream_and_back(gateway: GatewayUnder
 
 
 def test_a_request_id_is_generated_for_every_response_even_errors(gateway: GatewayUnderTest, upstream: Mock) -> None:
-    ok = httpx.post(gateway.base_url + "/chat/completions", json={"model": "mock-model", "messages": HELLO},
-                    headers={"authorization": f"Bearer {gateway.key}"})
+    ok = httpx.post(
+        gateway.base_url + "/chat/completions",
+        json={"model": "mock-model", "messages": HELLO},
+        headers={"authorization": f"Bearer {gateway.key}"},
+    )
     refused = httpx.post(gateway.base_url + "/chat/completions", json={})
     assert len(ok.headers["x-request-id"]) == 32 and len(refused.headers["x-request-id"]) == 32
     assert upstream.requests()[-1]["headers"]["x-request-id"] == ok.headers["x-request-id"]
@@ -45,9 +50,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(
 ) -> None:
     upstream.faults({"mock-model": {"latency_ms": 0}})  # faults reset: slow chunks come from the reply length
     before = _connections_to(gateway, upstream)
-    body = (
-        b'{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"' + b"word " * 400 + b'"}]}'
-    )
+    body = b'{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"' + b"word " * 400 + b'"}]}'
     upstream.faults({"slow-model": {"latency_ms": 0}})
     with socket.create_connection(("127.0.0.1", gateway.process.port)) as sock:
         sock.sendall(

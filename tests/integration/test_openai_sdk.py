@@ -70,14 +70,19 @@ def test_json_mode_answer_is_json(client: openai.OpenAI) -> None:
     assert json.loads(answer.choices[0].message.content or "") == {"echo": "hello gateway"}
 
 
-def test_fields_the_gateway_does_not_govern_reach_the_upstream_unchanged(
-    client: openai.OpenAI, upstream: Mock
-) -> None:
+def test_fields_the_gateway_does_not_govern_reach_the_upstream_unchanged(client: openai.OpenAI, upstream: Mock) -> None:
     client.chat.completions.create(
         model="mock-model", messages=MESSAGES, temperature=0.25, seed=7, user="u-1", extra_body={"top_k": 3}
     )
     body = upstream.requests()[-1]["body"]
-    assert body == {"model": "mock-model", "messages": MESSAGES, "temperature": 0.25, "seed": 7, "user": "u-1", "top_k": 3}
+    assert body == {
+        "model": "mock-model",
+        "messages": MESSAGES,
+        "temperature": 0.25,
+        "seed": 7,
+        "user": "u-1",
+        "top_k": 3,
+    }
 
 
 def test_an_aliased_model_is_sent_upstream_under_its_upstream_name(client: openai.OpenAI, upstream: Mock) -> None:
@@ -88,7 +93,11 @@ def test_an_aliased_model_is_sent_upstream_under_its_upstream_name(client: opena
 def test_legacy_completions(client: openai.OpenAI) -> None:
     answer = client.completions.create(model="mock-model", prompt="say hi")
     assert answer.choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(model="mock-model", prompt="say hi", stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="mock-model", prompt="say hi", stream=True)
+        if c.choices
+    )
     assert streamed == answer.choices[0].text
 
 

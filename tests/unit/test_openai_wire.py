@@ -21,7 +21,9 @@ def test_openai_upstreams_get_their_own_bearer_key_and_the_request_id() -> None:
 
 
 def test_azure_uses_api_key_header_and_api_version() -> None:
-    model = ModelConfig(name="m", provider="azure", base_url="https://r.openai.azure.com/openai/v1", api_version="preview")
+    model = ModelConfig(
+        name="m", provider="azure", base_url="https://r.openai.azure.com/openai/v1", api_version="preview"
+    )
     request = openai_wire.build_request(model, "az", "embeddings", BODY, RAW, "rid", {})
     assert request.url == "https://r.openai.azure.com/openai/v1/embeddings?api-version=preview"
     assert request.headers["api-key"] == "az" and "authorization" not in request.headers

@@ -42,7 +42,10 @@ def test_a_good_file_loads_into_frozen_settings(tmp_path: Path) -> None:
 
 
 def test_every_problem_names_file_line_and_field(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("    provider: vllm", "    provider: vlm\n    colour: red").replace("port: 9000", "port: nine"))
+    path = write(
+        tmp_path,
+        GOOD.replace("    provider: vllm", "    provider: vlm\n    colour: red").replace("port: 9000", "port: nine"),
+    )
     with pytest.raises(ConfigError) as caught:
         settings.load(path)
     lines = str(caught.value).splitlines()

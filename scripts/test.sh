@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything the tests need into ./.venv, then run the quality gate: ruff, mypy, pytest.
+# The tests start their own servers (mock upstream, gateway) on loopback ports and stop them by PID.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="test" source scripts/venv.sh
+
+.venv/bin/ruff check gateway tests load_tests scripts
+.venv/bin/ruff format --check gateway tests load_tests scripts
+.venv/bin/mypy
+
+status=0
+.venv/bin/pytest -q "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "FAILED: pytest collected no tests" >&2
+fi
+exit "$status"
