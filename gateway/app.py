@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,6 +32,7 @@ from gateway.upstream.stage import Forward
 
 log = logging.getLogger("gateway")
 KEYS_REFRESH_SECONDS = 1.0
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 
 class Gateway:
@@ -40,6 +42,7 @@ class Gateway:
         self.keys = KeyStore(settings.keys_path)
         self.models = ResolveModel(settings)
         self.client = UpstreamClient()
+        self.openapi = OPENAPI.read_bytes()
         self.pipeline = Pipeline(
             stages=[Authenticate(self.keys), ParseBody(), self.models, Forward(self.client, self.secrets)],
         )

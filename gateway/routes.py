@@ -6,7 +6,6 @@ GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we
 """
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -22,7 +21,6 @@ from gateway.settings import ModelConfig
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-OPENAPI = Path(__file__).with_name("openapi.json")
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 PROXIED = ("chat/completions", "completions", "embeddings", "responses")
 
@@ -96,7 +94,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(OPENAPI.read_bytes(), media_type="application/json")
+    return Response(_gateway(request).openapi, media_type="application/json")
 
 
 def routes() -> list[Route]:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.routes import OPENAPI, routes
+from gateway.app import OPENAPI
+from gateway.routes import routes
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDOCUMENTED = {("/openapi.json", "get")}  # the document itself
