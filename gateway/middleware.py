@@ -2,8 +2,8 @@
 
 - RequestIdMiddleware: `x-request-id` from the client (if sane) or a new one; on every response.
 - RequestLimitsMiddleware: header count and size (431), declared or actual body size (413), a body that
-  arrives too slowly (408). It reads the body once, within those limits, and replays it to the app; later
-  `receive()` calls go to the server so the app still hears a client's disconnect.
+  arrives too slowly (408). It reads the body once, within those limits, leaves it in `scope["state"]["body"]`
+  and replays it to the app; later `receive()` calls go to the server so the app still hears a disconnect.
 """
 
 import asyncio
@@ -63,11 +63,14 @@ class RequestLimitsMiddleware:
         except GatewayError as exc:
             await send_error(send, exc)
             return
+        scope.setdefault("state", {})["body"] = body
         await self.app(scope, _replay(body, receive), send)
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        size = sum(len(name) + len(value) for name, value in headers)
-        if len(headers) > self.limits.max_headers or size > self.limits.max_header_bytes:
+        if (
+            len(headers) > self.limits.max_headers
+            or len(b"".join(map(b"".join, headers))) > self.limits.max_header_bytes
+        ):
             raise HeadersTooLarge(
                 f"Too many or too large headers (at most {self.limits.max_headers} headers, "
                 f"{self.limits.max_header_bytes} bytes)."

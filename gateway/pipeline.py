@@ -96,6 +96,8 @@ class Pipeline:
             await self._finish(ctx)
 
     async def _finish(self, ctx: RequestContext) -> None:
+        if not self.final_stages:
+            return
         with anyio.CancelScope(shield=True):
             for stage in self.final_stages:
                 await stage(ctx)

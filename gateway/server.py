@@ -21,6 +21,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
         "log_level": "warning",
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
     if workers > 1:

@@ -16,8 +16,8 @@ A fault is chosen, in this order, by
 
    A prefix and a suffix combine: `slow100-mock-fail500`.
 
-Runtime entries may carry `times: N`: the entry applies to the next N requests, then removes itself
-(e.g. fail once, then succeed, to test retries).
+Runtime entries may carry `times: N` (the entry applies to the next N requests, then removes itself, e.g. fail once
+then succeed, to test retries) and `chunk_delay_ms` (this model's streams pause so long between chunks).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Fault:
     status: int | None = None
     body: Any = None
     latency_ms: float = 0
+    chunk_delay_ms: float | None = None
     hang: bool = False
     disconnect: str | None = None
     after_chunks: int = 2

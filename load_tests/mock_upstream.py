@@ -230,6 +230,9 @@ class MockUpstream:
     async def send_chunks(self, chunks: Iterator[bytes], watcher: Any, send: Any, fault: Fault | None) -> str:
         """The stream itself; returns which counter its outcome goes to, raises ClientGone if the client left."""
         cut = fault.after_chunks if fault is not None and fault.disconnect == "mid_stream" else -1
+        delay = self.config.chunk_delay_ms
+        if fault is not None and fault.chunk_delay_ms is not None:
+            delay = fault.chunk_delay_ms
         await pause(watcher, self.config.latency_ms)
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for index, chunk in enumerate(chunks):
@@ -237,7 +240,7 @@ class MockUpstream:
                 await drop_connection(send, lambda: watcher)
                 return "streams_aborted"
             if index:
-                await pause(watcher, self.config.chunk_delay_ms)
+                await pause(watcher, delay)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if watcher.done():
             raise ClientGone

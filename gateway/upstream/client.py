@@ -10,6 +10,7 @@ its exceptions are mapped in one place, `map_client_exceptions`:
      └── everything else (refused, reset, DNS, TLS) → UpstreamUnreachable  (502)
 """
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,7 +65,11 @@ class UpstreamClient:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",), trust_env=False
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an upstream's cookies must never reach another request
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            trust_env=False,
         )
 
     @property
@@ -73,9 +78,7 @@ class UpstreamClient:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
-        timeout = aiohttp.ClientTimeout(
-            total=request.timeout.total, sock_connect=request.timeout.connect, sock_read=request.timeout.read
-        )
+        timeout = _client_timeout(request.timeout)
         with map_client_exceptions():
             response = await self._session.request(
                 request.method,
@@ -90,6 +93,11 @@ class UpstreamClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+@functools.cache
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read)
 
 
 @contextmanager

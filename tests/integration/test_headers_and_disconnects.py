@@ -1,6 +1,5 @@
 """What crosses the gateway: credentials stay behind, request ids go through, abandoned streams are cancelled."""
 
-import socket
 import time
 
 import httpx
@@ -48,24 +47,23 @@ def test_a_request_id_is_generated_for_every_response_even_errors(gateway: Gatew
 def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(
     gateway: GatewayUnderTest, upstream: Mock
 ) -> None:
-    upstream.faults({"mock-model": {"latency_ms": 0}})  # faults reset: slow chunks come from the reply length
-    before = _connections_to(gateway, upstream)
-    body = b'{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"' + b"word " * 400 + b'"}]}'
-    upstream.faults({"slow-model": {"latency_ms": 0}})
-    with socket.create_connection(("127.0.0.1", gateway.process.port)) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + f"authorization: Bearer {gateway.key}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
+    upstream.faults({"mock-model": {"chunk_delay_ms": 200}})
+    with openai.OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0) as client:
+        before = _connections_to(gateway, upstream)
+        stream = client.chat.completions.create(
+            model="mock-model", messages=[{"role": "user", "content": "word " * 50}], stream=True
         )
-        assert b"200 OK" in sock.recv(200)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and upstream.stats()["active_streams"]:
-        time.sleep(0.05)
-    stats = upstream.stats()
-    assert stats["active_streams"] == 0
-    assert stats["streams_cancelled"] + stats["streams_completed"] == 1
-    assert _connections_to(gateway, upstream) <= before + 1
+        first = next(iter(stream))
+        assert first.choices[0].delta.role == "assistant"
+        assert upstream.stats()["active_streams"] == 1
+        stream.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and upstream.stats()["active_streams"]:
+            time.sleep(0.02)
+        stats = upstream.stats()
+        assert stats["active_streams"] == 0
+        assert stats["streams_cancelled"] == 1 and stats["streams_completed"] == 0
+        assert _connections_to(gateway, upstream) <= before
 
 
 def _connections_to(gateway: GatewayUnderTest, upstream: Mock) -> int:
