@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 
 from tests.conftest import GatewayUnderTest, create_key
-from tests.servers import free_port, gateway_command
+from tests.servers import UPSTREAM_SECRET, Mock, free_port, gateway_command
 
 CONFIG = """\
 models:
@@ -148,3 +149,30 @@ def test_demo_serves_a_first_answer_and_prints_ready_to_paste_snippets(tmp_path:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=15)
+
+
+def test_serve_with_several_workers_answers_through_each(gateway: GatewayUnderTest, upstream: Mock) -> None:
+    port = free_port()
+    env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(gateway.config), "--port", str(port)]
+    proc = subprocess.Popen([*command, "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        with openai.OpenAI(base_url=url + "/v1", api_key=gateway.key, max_retries=0) as client:
+            answers = [
+                client.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": f"w{i}"}])
+                for i in range(20)
+            ]
+        assert [a.choices[0].message.content for a in answers] == [f"Echo: w{i}" for i in range(20)]
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
