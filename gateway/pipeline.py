@@ -1,10 +1,12 @@
 """The request context and the one ordered pipeline every proxied request goes through.
 
-    STAGES (run in order, each `async def __call__(ctx) -> None`, may raise GatewayError)
+    stages, in order (each `async def __call__(ctx) -> None`, may raise GatewayError; the list is built in
+    gateway.app.Gateway, which owns the components the stages use):
       1 Authenticate   virtual key → principal                      (gateway.auth.stage)
+        ParseBody      one orjson parse, the governed fields checked (gateway.parsing)
       2 ResolveModel   requested model → configured model, key may use it (gateway.routing)
       6 Forward        call the upstream, pass its answer through   (gateway.upstream.stage)
-    FINAL_STAGES (run once the answer is complete, also after errors and client disconnects)
+    final stages: run once the answer is complete, also after errors and client disconnects (none yet)
 
 Stages 3-5 and 7-9 of DESIGN.md (admission, input checks, redaction, output checks, settle, audit) join the
 lists as their issues land; a stage that does nothing is not in the list. Stages never see HTTP objects:
