@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import secrets
 from gateway import settings as settings_module
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
@@ -26,8 +27,9 @@ from gateway.parsing import ParseBody
 from gateway.pipeline import Pipeline
 from gateway.routes import routes
 from gateway.routing import ResolveModel
-from gateway.settings import Settings, resolve_secret
+from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.router import Router
 from gateway.upstream.stage import Forward
 
 log = logging.getLogger("gateway")
@@ -38,13 +40,17 @@ OPENAPI = Path(__file__).with_name("openapi.json")
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.secrets = {m.name: resolve_secret(m.api_key, f"models[{m.name}].api_key") for m in settings.models}
+        self.secrets = {
+            deployment: secrets.resolve(deployment.api_key, f"models[{model.name}] deployment {deployment.label}")
+            for model in settings.models
+            for deployment in model.deployments
+        }
         self.keys = KeyStore(settings.keys_path)
         self.models = ResolveModel(settings)
         self.client = UpstreamClient()
         self.openapi = OPENAPI.read_bytes()
         self.pipeline = Pipeline(
-            stages=[Authenticate(self.keys), ParseBody(), self.models, Forward(self.client, self.secrets)],
+            stages=[Authenticate(self.keys), ParseBody(), self.models, Forward(self.client, Router(), self.secrets)],
         )
 
     def readiness(self) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The `gateway` command: serve · keys create|list|revoke.
+"""The `gateway` command: serve · keys create|list|revoke · secrets keygen|encrypt|decrypt-check.
 
 Exit codes: 0 done, 1 the thing asked for does not exist, 2 bad usage or a broken configuration (the
 message names file, line and field).
@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
-from gateway import codec
+from gateway import codec, secrets
 from gateway import settings as settings_module
 from gateway.auth import keys as keys_module
 from gateway.settings import SecretError, Settings
@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--config", required=True)
     revoke.add_argument("key_id")
     revoke.set_defaults(run=cmd_keys_revoke)
+    secrets.add_commands(commands)
     return top
 
 
@@ -71,7 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     settings = _with_listen(settings_module.load(args.config), args.host, args.port)
     for model in settings.models:
-        settings_module.resolve_secret(model.api_key, f"{settings.source}: models[{model.name}].api_key")
+        for deployment in model.deployments:
+            where = f"{settings.source}: models[{model.name}] deployment {deployment.label}"
+            secrets.resolve(deployment.api_key, where)
     server.serve(settings, workers=args.workers)
     return 0
 

@@ -68,7 +68,7 @@ def to_response(result: Result) -> Response:
 
 
 def model_card(model: ModelConfig) -> dict[str, object]:
-    return {"id": model.name, "object": "model", "created": 0, "owned_by": model.provider}
+    return {"id": model.name, "object": "model", "created": 0, "owned_by": model.deployments[0].provider}
 
 
 async def list_models(request: Request) -> Response:

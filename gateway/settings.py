@@ -10,9 +10,9 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway import yamlconf
 
@@ -32,29 +32,98 @@ class Timeouts:
     total: float | None = None
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/") if value else value
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class Deployment:
+    """One upstream that can serve a model: where it is, how to reach it, its share of the load."""
+
     __pydantic_config__ = FORBID
-    name: str
     provider: Provider
     base_url: str
+    api_key: str | None = None
+    model: str | None = None
+    name: str | None = None
+    api_version: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    timeout: Timeouts = field(default_factory=Timeouts)
+    weight: Annotated[int, Field(ge=0)] = 1
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str | None:
+        return _http_url(value)
+
+    @property
+    def upstream_model(self) -> str:
+        assert self.model is not None, "ModelConfig fills in the upstream model name"
+        return self.model
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.provider}:{self.base_url.split('://', 1)[1].split('/', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Attempts per request (the first included), across deployments; exponential backoff with full jitter."""
+
+    __pydantic_config__ = FORBID
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    backoff: Annotated[float, Field(ge=0)] = 0.25
+    max_backoff: Annotated[float, Field(ge=0)] = 8.0
+    max_retry_after: Annotated[float, Field(ge=0)] = 30.0
+
+
+Strategy = Literal["priority", "weighted", "least_busy", "lowest_latency"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model name clients use, served by one deployment (the short form) or by a list of `deployments`."""
+
+    __pydantic_config__ = FORBID
+    name: str
+    provider: Provider | None = None
+    base_url: str | None = None
     api_key: str | None = None
     model: str | None = None
     api_version: str | None = None
     organization: str | None = None
     project: str | None = None
     timeout: Timeouts = field(default_factory=Timeouts)
+    deployments: tuple[Deployment, ...] = ()
+    strategy: Strategy = "priority"
+    retries: Retries = field(default_factory=Retries)
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    def _check_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
 
-    @property
-    def upstream_model(self) -> str:
-        return self.model or self.name
+    @model_validator(mode="after")
+    def _one_form(self) -> "ModelConfig":
+        short = self.provider is not None or self.base_url is not None
+        if short and self.deployments:
+            raise ValueError("give either provider/base_url (one deployment) or deployments, not both")
+        if not short and not self.deployments:
+            raise ValueError("give provider and base_url, or a list of deployments")
+        if short and (self.provider is None or self.base_url is None):
+            raise ValueError("provider and base_url go together")
+        deployments = self.deployments or (self._short_form(),)
+        filled = tuple(replace(d, model=d.model or self.name) for d in deployments)
+        object.__setattr__(self, "deployments", filled)
+        return self
+
+    def _short_form(self) -> Deployment:
+        assert self.provider is not None and self.base_url is not None
+        fields = ("api_key", "model", "api_version", "organization", "project", "timeout")
+        return Deployment(self.provider, self.base_url, **{f: getattr(self, f) for f in fields})
 
 
 @dataclass(frozen=True)
@@ -137,9 +206,15 @@ def _apply_env(settings: Settings) -> Settings:
 
 def _warn_literal_secrets(settings: Settings, data: yamlconf.LineDict, path: Path) -> None:
     for index, model in enumerate(settings.models):
-        if model.api_key and not model.api_key.startswith("env:"):
-            line = data["models"][index].lines.get("api_key", 0)
-            log.warning("%s:%d: models[%d].api_key is a literal secret; prefer env:VAR", path, line, index)
+        for number, deployment in enumerate(model.deployments):
+            key = deployment.api_key
+            if key and not key.startswith(("env:", "enc:")):
+                node = data["models"][index]
+                field_name = "api_key" if "api_key" in node.lines else f"deployments[{number}].api_key"
+                if field_name != "api_key":
+                    node = node["deployments"][number]
+                line = node.lines.get("api_key", node.line)
+                log.warning("%s:%d: models[%d].%s is a literal secret; prefer env:VAR", path, line, index, field_name)
 
 
 class SecretError(Exception):

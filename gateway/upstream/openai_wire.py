@@ -8,7 +8,7 @@ the request id.
 from collections.abc import Mapping
 
 from gateway import codec
-from gateway.settings import ModelConfig
+from gateway.settings import Deployment
 from gateway.upstream.client import UpstreamRequest
 
 USER_AGENT = "ai-governance-gateway/0.1"
@@ -17,7 +17,7 @@ PASSED_RESPONSE_HEADERS = ("content-type", "openai-processing-ms", "openai-versi
 
 
 def build_request(
-    model: ModelConfig,
+    deployment: Deployment,
     secret: str | None,
     endpoint: str,
     body: Mapping[str, object],
@@ -26,22 +26,26 @@ def build_request(
     client_headers: Mapping[str, str],
 ) -> UpstreamRequest:
     """The upstream request for `endpoint` (e.g. "chat/completions"), with the upstream's own credentials."""
-    url = f"{model.base_url}/{endpoint}"
-    if model.provider == "azure" and model.api_version:
-        url += f"?api-version={model.api_version}"
+    url = f"{deployment.base_url}/{endpoint}"
+    if deployment.provider == "azure" and deployment.api_version:
+        url += f"?api-version={deployment.api_version}"
     return UpstreamRequest(
-        "POST", url, _headers(model, secret, request_id, client_headers), _body(model, body, raw_body), model.timeout
+        "POST",
+        url,
+        _headers(deployment, secret, request_id, client_headers),
+        _body(deployment, body, raw_body),
+        deployment.timeout,
     )
 
 
-def _body(model: ModelConfig, body: Mapping[str, object], raw_body: bytes) -> bytes:
+def _body(deployment: Deployment, body: Mapping[str, object], raw_body: bytes) -> bytes:
     """The client's bytes as they came, unless the upstream knows the model by another name."""
-    if body.get("model") == model.upstream_model:
+    if body.get("model") == deployment.upstream_model:
         return raw_body
-    return codec.dumps({**body, "model": model.upstream_model})
+    return codec.dumps({**body, "model": deployment.upstream_model})
 
 
-def _headers(model: ModelConfig, secret: str | None, request_id: str, client: Mapping[str, str]) -> dict[str, str]:
+def _headers(deployment: Deployment, secret: str | None, request_id: str, client: Mapping[str, str]) -> dict[str, str]:
     headers = {
         "content-type": "application/json",
         "accept-encoding": "identity",
@@ -49,14 +53,14 @@ def _headers(model: ModelConfig, secret: str | None, request_id: str, client: Ma
         "x-request-id": request_id,
     }
     if secret:
-        if model.provider == "azure":
+        if deployment.provider == "azure":
             headers["api-key"] = secret
         else:
             headers["authorization"] = f"Bearer {secret}"
-    if model.organization:
-        headers["openai-organization"] = model.organization
-    if model.project:
-        headers["openai-project"] = model.project
+    if deployment.organization:
+        headers["openai-organization"] = deployment.organization
+    if deployment.project:
+        headers["openai-project"] = deployment.project
     for name in PASSED_REQUEST_HEADERS:
         if name in client:
             headers[name] = client[name]

@@ -1,39 +1,114 @@
-"""Pipeline stage 6: send the request to the model's upstream and pass its answer through.
+"""Pipeline stage 6: send the request to a deployment of the model, retrying and failing over, and pass on its answer.
 
-A JSON answer is read whole. A stream is handed on as an async iterator of the upstream's bytes; if the
-upstream breaks off mid-stream, the client gets an error event rather than a silently truncated answer.
-An upstream 4xx/5xx is passed through with its status and body.
+Attempts follow the router's plan (the model's deployments in strategy order, round again if attempts remain).
+A connect error, a timeout, a 429 or a 5xx is retried; another 4xx is the upstream's verdict and is passed
+through. Moving to another deployment is immediate; retrying the same one waits an exponential backoff with
+full jitter, or the upstream's `Retry-After` when that is longer (a `Retry-After` beyond `max_retry_after`
+ends the retries). A stream is retried only until its response starts: once a byte may have reached the
+client, a break ends the stream with an error event instead. When every attempt failed, the client gets the
+last upstream answer (status and body) or the gateway's 502/504.
 """
 
+import asyncio
+import random
+import time
 from collections.abc import AsyncIterator, Mapping
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from gateway.pipeline import RequestContext, Result
+from gateway.settings import Deployment, Retries
 from gateway.upstream import openai_wire
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
+from gateway.upstream.router import Router
+
+RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
 class Forward:
-    def __init__(self, client: UpstreamClient, secrets: Mapping[str, str | None]) -> None:
+    def __init__(self, client: UpstreamClient, router: Router, secrets: Mapping[Deployment, str | None]) -> None:
         self.client = client
+        self.router = router
         self.secrets = secrets
 
     async def __call__(self, ctx: RequestContext) -> None:
         assert ctx.model is not None
-        secret = self.secrets.get(ctx.model.name)
+        retries = ctx.model.retries
+        plan = self.router.plan(ctx.model)
+        failure: Result | GatewayError | None = None
+        retry_after: float | None = None
+        for attempt in range(retries.attempts):
+            deployment = plan[attempt % len(plan)]
+            if attempt:
+                delay = _delay(retries, attempt, retry_after, same=deployment == plan[(attempt - 1) % len(plan)])
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+            try:
+                result = await self._attempt(ctx, deployment)
+            except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                failure, retry_after = exc, None
+                continue
+            if result.status not in RETRIED_STATUSES:
+                ctx.result = result
+                return
+            failure, retry_after = result, _retry_after(result.headers)
+        if isinstance(failure, GatewayError):
+            raise failure
+        assert failure is not None
+        ctx.result = failure
+
+    async def _attempt(self, ctx: RequestContext, deployment: Deployment) -> Result:
+        secret = self.secrets.get(deployment)
         request = openai_wire.build_request(
-            ctx.model, secret, ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers
+            deployment, secret, ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers
         )
         ctx.attempts += 1
-        response = await self.client.send(request)
+        started = time.perf_counter()
+        self.router.started(deployment)
+        try:
+            response = await self.client.send(request)
+        except GatewayError:
+            self.router.finished(deployment, None)
+            raise
+        latency = time.perf_counter() - started if response.status < 400 else None
         headers = openai_wire.response_headers(response.headers)
+        headers["x-gateway-deployment"] = deployment.label
+        headers["x-gateway-attempts"] = str(ctx.attempts)
         if ctx.stream and response.status == 200:
-            ctx.result = Result(200, headers, _relay(ctx, response), response.close)
-            return
-        body = await response.read()
+            return Result(200, headers, _relay(ctx, response), self._closer(response, deployment, latency))
+        try:
+            body = await response.read()
+        finally:
+            self.router.finished(deployment, latency)
         if response.status >= 400:
             body = openai_wire.scrub(body, secret)
-        ctx.result = Result(response.status, headers, body)
+            if "retry-after" in response.headers:
+                headers["retry-after"] = response.headers["retry-after"]
+        return Result(response.status, headers, body)
+
+    def _closer(self, response: UpstreamResponse, deployment: Deployment, latency: float | None):
+        def close() -> None:
+            response.close()
+            self.router.finished(deployment, latency)
+
+        return close
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        return max(0.0, float(headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _delay(retries: Retries, attempt: int, retry_after: float | None, same: bool) -> float | None:
+    """Seconds to wait before `attempt` (1-based retries), or None to stop retrying."""
+    if not same:
+        return 0.0
+    if retry_after is not None and retry_after > retries.max_retry_after:
+        return None
+    backoff = random.uniform(0, min(retries.max_backoff, retries.backoff * 2 ** (attempt - 1)))
+    return max(backoff, retry_after or 0.0)
 
 
 async def _relay(ctx: RequestContext, response: UpstreamResponse) -> AsyncIterator[bytes]:

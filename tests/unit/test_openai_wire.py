@@ -1,6 +1,6 @@
 """The OpenAI-wire adapter builds the upstream request from the model's own settings, never the client's."""
 
-from gateway.settings import ModelConfig
+from gateway.settings import Deployment
 from gateway.upstream import openai_wire
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -9,7 +9,7 @@ CLIENT = {"authorization": "Bearer gk-client", "openai-beta": "assistants=v2", "
 
 
 def test_openai_upstreams_get_their_own_bearer_key_and_the_request_id() -> None:
-    model = ModelConfig(name="m", provider="openai", base_url="https://api.example/v1", organization="org-1")
+    model = Deployment(model="m", provider="openai", base_url="https://api.example/v1", organization="org-1")
     request = openai_wire.build_request(model, "sk-up", "chat/completions", BODY, RAW, "rid", CLIENT)
     assert request.url == "https://api.example/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-up"
@@ -21,8 +21,8 @@ def test_openai_upstreams_get_their_own_bearer_key_and_the_request_id() -> None:
 
 
 def test_azure_uses_api_key_header_and_api_version() -> None:
-    model = ModelConfig(
-        name="m", provider="azure", base_url="https://r.openai.azure.com/openai/v1", api_version="preview"
+    model = Deployment(
+        model="m", provider="azure", base_url="https://r.openai.azure.com/openai/v1", api_version="preview"
     )
     request = openai_wire.build_request(model, "az", "embeddings", BODY, RAW, "rid", {})
     assert request.url == "https://r.openai.azure.com/openai/v1/embeddings?api-version=preview"
@@ -30,12 +30,12 @@ def test_azure_uses_api_key_header_and_api_version() -> None:
 
 
 def test_a_keyless_upstream_gets_no_authorization() -> None:
-    model = ModelConfig(name="m", provider="ollama", base_url="http://127.0.0.1:11434/v1")
+    model = Deployment(model="m", provider="ollama", base_url="http://127.0.0.1:11434/v1")
     assert "authorization" not in openai_wire.build_request(model, None, "chat/completions", BODY, RAW, "r", {}).headers
 
 
 def test_an_aliased_model_is_renamed_in_the_body_only() -> None:
-    model = ModelConfig(name="m", provider="vllm", base_url="http://h/v1", model="org/real")
+    model = Deployment(provider="vllm", base_url="http://h/v1", model="org/real")
     request = openai_wire.build_request(model, None, "chat/completions", BODY, RAW, "r", {})
     assert request.body == b'{"model":"org/real","messages":[{"role":"user","content":"hi"}]}'
     assert BODY["model"] == "m"

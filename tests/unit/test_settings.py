@@ -35,7 +35,7 @@ def test_a_good_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     loaded = settings.load(write(tmp_path, GOOD))
     assert loaded.listen.port == 9000
     assert loaded.models[0].base_url == "https://api.openai.com/v1"
-    assert loaded.model("local").upstream_model == "meta-llama/Llama-3.1-8B-Instruct"  # type: ignore[union-attr]
+    assert loaded.model("local").deployments[0].upstream_model == "meta-llama/Llama-3.1-8B-Instruct"  # type: ignore[union-attr]
     assert loaded.keys_path == tmp_path / "gateway.keys.json"
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.listen.port = 1  # type: ignore[misc]
