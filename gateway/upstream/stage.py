@@ -14,10 +14,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 from gateway.pipeline import RequestContext, Result
 from gateway.settings import Deployment, Retries
 from gateway.upstream import openai_wire
+from gateway.upstream.adapters import Call, adapters
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.upstream.router import Router
 
@@ -29,11 +30,14 @@ class Forward:
         self.client = client
         self.router = router
         self.secrets = secrets
+        self.adapters = adapters()
 
     async def __call__(self, ctx: RequestContext) -> None:
         assert ctx.model is not None
         retries = ctx.model.retries
-        plan = self.router.plan(ctx.model)
+        plan = [d for d in self.router.plan(ctx.model) if self.adapters[d.provider].supports(ctx.endpoint)]
+        if not plan:
+            raise InvalidRequest(f"The model '{ctx.model.name}' does not serve /v1/{ctx.endpoint}.", param="model")
         failure: Result | GatewayError | None = None
         retry_after: float | None = None
         for attempt in range(retries.attempts):
@@ -59,9 +63,9 @@ class Forward:
 
     async def _attempt(self, ctx: RequestContext, deployment: Deployment) -> Result:
         secret = self.secrets.get(deployment)
-        request = openai_wire.build_request(
-            deployment, secret, ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers
-        )
+        adapter = self.adapters[deployment.provider]
+        call = Call(ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers)
+        request = adapter.build_request(deployment, secret, call)
         ctx.attempts += 1
         started = time.perf_counter()
         self.router.started(deployment)
@@ -75,9 +79,10 @@ class Forward:
         headers["x-gateway-deployment"] = deployment.label
         headers["x-gateway-attempts"] = str(ctx.attempts)
         if ctx.stream and response.status == 200:
-            return Result(200, headers, _relay(ctx, response), self._closer(response, deployment, latency))
+            relay = _relay(ctx, adapter.stream(response.iter_bytes()))
+            return Result(200, headers, relay, self._closer(response, deployment, latency))
         try:
-            body = await response.read()
+            body = adapter.response_body(response.status, await response.read())
         finally:
             self.router.finished(deployment, latency)
         if response.status >= 400:
@@ -111,9 +116,9 @@ def _delay(retries: Retries, attempt: int, retry_after: float | None, same: bool
     return max(backoff, retry_after or 0.0)
 
 
-async def _relay(ctx: RequestContext, response: UpstreamResponse) -> AsyncIterator[bytes]:
+async def _relay(ctx: RequestContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.iter_bytes():
+        async for chunk in chunks:
             yield chunk
     except GatewayError as exc:
         ctx.error = exc
