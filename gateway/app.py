@@ -28,6 +28,7 @@ from gateway.pipeline import Pipeline
 from gateway.routes import routes
 from gateway.routing import ResolveModel
 from gateway.settings import Settings
+from gateway.upstream import health
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.router import Router
 from gateway.upstream.stage import Forward
@@ -48,9 +49,15 @@ class Gateway:
         self.keys = KeyStore(settings.keys_path)
         self.models = ResolveModel(settings)
         self.client = UpstreamClient()
+        self.router = Router()
         self.openapi = OPENAPI.read_bytes()
         self.pipeline = Pipeline(
-            stages=[Authenticate(self.keys), ParseBody(), self.models, Forward(self.client, Router(), self.secrets)],
+            stages=[
+                Authenticate(self.keys),
+                ParseBody(),
+                self.models,
+                Forward(self.client, self.router, self.secrets, self.models.models),
+            ],
         )
 
     def readiness(self) -> dict[str, str]:
@@ -62,11 +69,16 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.client.start()
-        refresher = asyncio.create_task(self._refresh_keys())
+        tasks = [
+            asyncio.create_task(self._refresh_keys()),
+            asyncio.create_task(health.run(self.client, self.router, self.settings, self.secrets)),
+        ]
         try:
             yield
         finally:
-            refresher.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.client.close()
 
     async def _refresh_keys(self) -> None:

@@ -15,6 +15,7 @@ error body, so the official SDKs raise the matching exception class:
      ├── HeadersTooLarge           431  request_header_fields_too_large
      ├── InternalError             500  internal_error       (a bug: logged, never shown)
      ├── UpstreamUnreachable       502  upstream_unreachable
+     ├── NoDeploymentAvailable     503  no_deployment_available (breakers open, health checks failing, all busy)
      └── UpstreamTimeout           504  upstream_timeout
 
 An upstream's own 4xx/5xx is not a GatewayError: its status and body are passed through as they are.
@@ -104,6 +105,12 @@ class UpstreamUnreachable(GatewayError):
     status = 502
     type = "server_error"
     code = "upstream_unreachable"
+
+
+class NoDeploymentAvailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "no_deployment_available"
 
 
 class UpstreamTimeout(GatewayError):

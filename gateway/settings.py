@@ -53,6 +53,8 @@ class Deployment:
     project: str | None = None
     timeout: Timeouts = field(default_factory=Timeouts)
     weight: Annotated[int, Field(ge=0)] = 1
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    health_check: "HealthCheck | None" = None
 
     @field_validator("base_url")
     @classmethod
@@ -80,6 +82,33 @@ class Retries:
     max_retry_after: Annotated[float, Field(ge=0)] = 30.0
 
 
+@dataclass(frozen=True)
+class HealthCheck:
+    """An active probe of a self-hosted server: `path` from the server's root (e.g. /health or /v1/models)."""
+
+    __pydantic_config__ = FORBID
+    path: str = "/health"
+    interval: Annotated[float, Field(gt=0)] = 10.0
+    timeout: Annotated[float, Field(gt=0)] = 2.0
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """Per deployment: open after `failures` consecutive failures; after `cooldown` seconds one probe may pass."""
+
+    __pydantic_config__ = FORBID
+    failures: Annotated[int, Field(ge=1)] = 5
+    cooldown: Annotated[float, Field(ge=0)] = 30.0
+
+
+@dataclass(frozen=True)
+class DefaultResponse:
+    """What a chat completion answers when every deployment and fallback failed (graceful degradation)."""
+
+    __pydantic_config__ = FORBID
+    content: str
+
+
 Strategy = Literal["priority", "weighted", "least_busy", "lowest_latency"]
 
 
@@ -100,6 +129,10 @@ class ModelConfig:
     deployments: tuple[Deployment, ...] = ()
     strategy: Strategy = "priority"
     retries: Retries = field(default_factory=Retries)
+    breaker: Breaker = field(default_factory=Breaker)
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
+    default_response: DefaultResponse | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -160,6 +193,10 @@ class Settings:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate model names: {', '.join(duplicates)}")
+        for model in self.models:
+            for target in (*model.fallbacks, *model.context_window_fallbacks):
+                if target not in names or target == model.name:
+                    raise ValueError(f"model {model.name}: fallback {target!r} is not another configured model")
         return self
 
     def model(self, name: str) -> ModelConfig | None:

@@ -29,14 +29,18 @@ models:
     provider: openai_compatible
     base_url: {mock}/v1
     api_key: env:TEST_UPSTREAM_KEY
+    breaker: {{failures: 1000}}
+    retries: {{attempts: 2, backoff: 0.01}}
   - name: slow-model
     provider: openai_compatible
     base_url: {mock}/v1
     api_key: env:TEST_UPSTREAM_KEY
     timeout: {{connect: 2, read: 0.5}}
+    breaker: {{failures: 1000}}
   - name: unreachable-model
     provider: ollama
     base_url: http://127.0.0.1:{closed_port}/v1
+    breaker: {{failures: 1000}}
 server:
   max_body_bytes: 65536
   body_timeout: 1.5

@@ -1,12 +1,15 @@
-"""Pipeline stage 6: send the request to a deployment of the model, retrying and failing over, and pass on its answer.
+"""Pipeline stage 6: serve the request from a deployment of the model, retrying, failing over and degrading.
 
-Attempts follow the router's plan (the model's deployments in strategy order, round again if attempts remain).
-A connect error, a timeout, a 429 or a 5xx is retried; another 4xx is the upstream's verdict and is passed
-through. Moving to another deployment is immediate; retrying the same one waits an exponential backoff with
-full jitter, or the upstream's `Retry-After` when that is longer (a `Retry-After` beyond `max_retry_after`
-ends the retries). A stream is retried only until its response starts: once a byte may have reached the
-client, a break ends the stream with an error event instead. When every attempt failed, the client gets the
-last upstream answer (status and body) or the gateway's 502/504.
+For the requested model, then each of its `fallbacks` in turn, attempts follow the router's plan (available
+deployments in strategy order, round again while attempts remain). A connect error, a timeout, a 429 or a 5xx
+is retried; another 4xx is the upstream's verdict and is passed through, except a context-window error, which
+moves on to the model's `context_window_fallbacks`. Moving to another deployment is immediate; retrying the
+same one waits an exponential backoff with full jitter, or the upstream's `Retry-After` when that is longer
+(a `Retry-After` beyond `max_retry_after` ends the retries). A stream is retried only until its response
+starts: once a byte may have reached the client, a break ends the stream with an error event instead.
+
+When everything failed, a model with a `default_response` answers with it (`x-gateway-degraded`); otherwise
+the client gets the last upstream answer (status and body) or the gateway's 502/503/504.
 """
 
 import asyncio
@@ -14,54 +17,84 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 
-from gateway.errors import GatewayError, InvalidRequest, UpstreamTimeout, UpstreamUnreachable
+from gateway import codec
+from gateway.errors import GatewayError, InvalidRequest, NoDeploymentAvailable, UpstreamTimeout, UpstreamUnreachable
 from gateway.pipeline import RequestContext, Result
-from gateway.settings import Deployment, Retries
-from gateway.upstream import openai_wire
+from gateway.settings import Deployment, ModelConfig, Retries
+from gateway.upstream import degraded, openai_wire
 from gateway.upstream.adapters import Call, adapters
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.upstream.router import Router
 
 RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+Outcome = Result | GatewayError
 
 
 class Forward:
-    def __init__(self, client: UpstreamClient, router: Router, secrets: Mapping[Deployment, str | None]) -> None:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        router: Router,
+        secrets: Mapping[Deployment, str | None],
+        models: Mapping[str, ModelConfig],
+    ) -> None:
         self.client = client
         self.router = router
         self.secrets = secrets
+        self.models = models
         self.adapters = adapters()
 
     async def __call__(self, ctx: RequestContext) -> None:
         assert ctx.model is not None
-        retries = ctx.model.retries
-        plan = [d for d in self.router.plan(ctx.model) if self.adapters[d.provider].supports(ctx.endpoint)]
+        queue = [ctx.model, *(self.models[name] for name in ctx.model.fallbacks)]
+        outcome: Outcome = NoDeploymentAvailable(f"No deployment of '{ctx.model.name}' is available.")
+        while queue:
+            model = queue.pop(0)
+            outcome = await self._serve(ctx, model)
+            if isinstance(outcome, Result) and _context_window_exceeded(outcome):
+                queue = [self.models[name] for name in model.context_window_fallbacks]
+                continue
+            if isinstance(outcome, Result) and outcome.status not in RETRIED_STATUSES:
+                if model is not ctx.model:
+                    outcome.headers["x-gateway-fallback"] = model.name
+                ctx.result = outcome
+                return
+        if ctx.model.default_response is not None and ctx.endpoint == "chat/completions":
+            ctx.result = degraded.answer(ctx.model, ctx.model.default_response, ctx.stream, ctx.attempts)
+            return
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        ctx.result = outcome
+
+    async def _serve(self, ctx: RequestContext, model: ModelConfig) -> Outcome:
+        """One model's attempts; the first answer that is not worth retrying, or the last failure."""
+        plan = [d for d in self.router.plan(model) if self.adapters[d.provider].supports(ctx.endpoint)]
         if not plan:
-            raise InvalidRequest(f"The model '{ctx.model.name}' does not serve /v1/{ctx.endpoint}.", param="model")
-        failure: Result | GatewayError | None = None
+            if all(self.adapters[d.provider].supports(ctx.endpoint) for d in model.deployments):
+                return NoDeploymentAvailable(f"No deployment of '{model.name}' is available right now.")
+            return InvalidRequest(f"The model '{model.name}' does not serve /v1/{ctx.endpoint}.", param="model")
+        outcome: Outcome | None = None
         retry_after: float | None = None
-        for attempt in range(retries.attempts):
+        for attempt in range(model.retries.attempts):
             deployment = plan[attempt % len(plan)]
             if attempt:
-                delay = _delay(retries, attempt, retry_after, same=deployment == plan[(attempt - 1) % len(plan)])
+                same = deployment == plan[(attempt - 1) % len(plan)]
+                delay = _delay(model.retries, attempt, retry_after, same)
                 if delay is None:
                     break
                 await asyncio.sleep(delay)
             try:
-                result = await self._attempt(ctx, deployment)
+                outcome = await self._attempt(ctx, model, deployment)
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
-                failure, retry_after = exc, None
+                outcome, retry_after = exc, None
                 continue
-            if result.status not in RETRIED_STATUSES:
-                ctx.result = result
-                return
-            failure, retry_after = result, _retry_after(result.headers)
-        if isinstance(failure, GatewayError):
-            raise failure
-        assert failure is not None
-        ctx.result = failure
+            if outcome.status not in RETRIED_STATUSES:
+                return outcome
+            retry_after = _retry_after(outcome.headers)
+        assert outcome is not None
+        return outcome
 
-    async def _attempt(self, ctx: RequestContext, deployment: Deployment) -> Result:
+    async def _attempt(self, ctx: RequestContext, model: ModelConfig, deployment: Deployment) -> Result:
         secret = self.secrets.get(deployment)
         adapter = self.adapters[deployment.provider]
         call = Call(ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers)
@@ -71,9 +104,11 @@ class Forward:
         self.router.started(deployment)
         try:
             response = await self.client.send(request)
-        except GatewayError:
+        except BaseException as exc:
             self.router.finished(deployment, None)
+            self.router.record(deployment, model.breaker, False if isinstance(exc, GatewayError) else None)
             raise
+        self.router.record(deployment, model.breaker, None if response.status == 429 else response.status < 500)
         latency = time.perf_counter() - started if response.status < 400 else None
         headers = openai_wire.response_headers(response.headers)
         headers["x-gateway-deployment"] = deployment.label
@@ -97,6 +132,15 @@ class Forward:
             self.router.finished(deployment, latency)
 
         return close
+
+
+def _context_window_exceeded(result: Result) -> bool:
+    if result.status != 400 or not isinstance(result.body, bytes) or b"context_length_exceeded" not in result.body:
+        return False
+    try:
+        return bool(codec.loads(result.body)["error"]["code"] == "context_length_exceeded")
+    except (codec.JSONDecodeError, KeyError, TypeError):
+        return False
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
