@@ -1,6 +1,8 @@
 """One model name, several deployments: failover order, retries, Retry-After, load spread, streams never doubled."""
 
+import asyncio
 import collections
+import json
 import subprocess
 import sys
 import time
@@ -42,6 +44,43 @@ models:
     provider: openai_compatible
     base_url: "{mock}/v1"
     api_key: {encrypted}
+  - name: fragile
+    provider: openai_compatible
+    base_url: "{mock}/v1"
+    api_key: env:K
+    retries: {{attempts: 1}}
+    breaker: {{failures: 3, cooldown: 0.5}}
+  - name: small
+    provider: openai_compatible
+    base_url: "{mock}/v1"
+    api_key: env:K
+    retries: {{attempts: 1}}
+    fallbacks: [backup-model]
+    context_window_fallbacks: [large]
+  - name: backup-model
+    provider: openai_compatible
+    base_url: "{mock}/v1"
+    api_key: env:K
+  - name: large
+    provider: openai_compatible
+    base_url: "{mock}/v1"
+    api_key: env:K
+  - name: best-effort
+    provider: openai_compatible
+    base_url: "{mock}/v1"
+    api_key: env:K
+    retries: {{attempts: 1}}
+    default_response: {{content: "The assistant is unavailable right now; please try again later."}}
+  - name: checked
+    deployments:
+      - {{name: sick, provider: vllm, base_url: "{mock}/sick", model: checked-a, api_key: env:K,
+          health_check: {{path: /no-such-health, interval: 0.2, timeout: 1}}}}
+      - {{name: well, provider: vllm, base_url: "{mock}/v1", model: checked-b, api_key: env:K,
+          health_check: {{path: /health, interval: 0.2, timeout: 1}}}}
+  - name: capped
+    deployments:
+      - {{name: capped-a, provider: vllm, base_url: "{mock}/v1", model: capped-a, api_key: env:K, max_concurrent: 1}}
+      - {{name: capped-b, provider: vllm, base_url: "{mock}/v1", model: capped-b, api_key: env:K}}
 """
 HELLO = [{"role": "user", "content": "hello"}]
 MASTER_KEY = "M2KnvDSh3sXQ0oVn5d7w2m6yT4B1mZkq1cXH5yQ3g1Y"
@@ -197,3 +236,96 @@ def test_a_wrong_master_key_is_a_clear_start_up_error(routed: tuple[Process, str
     assert result.returncode == 2
     assert "wrong GATEWAY_MASTER_KEY" in result.stderr
     assert UPSTREAM_SECRET not in result.stderr + result.stdout
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_probe(
+    http: httpx.Client, upstream: Mock
+) -> None:
+    upstream.faults({"fragile": {"status": 500}})
+    assert [chat(http, "fragile").status_code for _ in range(3)] == [500, 500, 500]
+    refused = chat(http, "fragile")
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_deployment_available"
+    assert len(upstream_models(upstream)) == 3  # the open breaker kept the 4th request from the upstream
+    upstream.faults({})
+    time.sleep(0.6)  # cool-down over: one half-open probe goes through, succeeds, and closes the breaker
+    assert [chat(http, "fragile").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_a_failed_half_open_probe_reopens_the_breaker(http: httpx.Client, upstream: Mock) -> None:
+    upstream.faults({"fragile": {"status": 500}})
+    for _ in range(3):
+        chat(http, "fragile")
+    time.sleep(0.6)
+    assert chat(http, "fragile").status_code == 500  # the probe
+    assert chat(http, "fragile").status_code == 503  # open again
+    upstream.faults({})
+    time.sleep(0.6)
+    assert chat(http, "fragile").status_code == 200
+
+
+def test_a_model_that_fails_falls_back_to_another_model(http: httpx.Client, upstream: Mock) -> None:
+    upstream.faults({"small": {"status": 503}})
+    response = chat(http, "small")
+    assert response.status_code == 200
+    assert response.headers["x-gateway-fallback"] == "backup-model"
+    assert upstream_models(upstream) == ["small", "backup-model"]
+
+
+def test_a_context_window_error_falls_back_to_the_larger_model(http: httpx.Client, upstream: Mock) -> None:
+    too_long = {"error": {"message": "maximum context length is 8192 tokens", "type": "invalid_request_error",
+                          "param": "messages", "code": "context_length_exceeded"}}  # fmt: skip
+    upstream.faults({"small": {"status": 400, "body": too_long}})
+    response = chat(http, "small")
+    assert response.status_code == 200
+    assert response.headers["x-gateway-fallback"] == "large"
+    assert upstream_models(upstream) == ["small", "large"]
+
+
+def test_when_everything_fails_the_default_response_answers(routed: tuple[Process, str, Path], upstream: Mock) -> None:
+    upstream.faults({"best-effort": {"disconnect": "before"}})
+    process, key, _ = routed
+    with openai.OpenAI(base_url=process.url + "/v1", api_key=key, max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="best-effort", messages=HELLO)
+        answer = raw.parse()
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="best-effort", messages=HELLO, stream=True)
+            if c.choices
+        )
+    assert raw.headers["x-gateway-degraded"] == "default_response"
+    assert answer.choices[0].message.content == streamed
+    assert streamed.startswith("The assistant is unavailable")
+
+
+def test_a_deployment_failing_its_health_check_is_skipped(http: httpx.Client, upstream: Mock) -> None:
+    time.sleep(0.5)  # a few probe rounds
+    served = {chat(http, "checked").headers["x-gateway-deployment"] for _ in range(5)}
+    assert served == {"well"}
+    assert "checked-a" not in upstream_models(upstream)
+
+
+def test_the_default_response_and_its_stream_chunks_match_openai_spec(http: httpx.Client, upstream: Mock) -> None:
+    from tests.integration.test_bodies_match_openai_spec import validator
+
+    upstream.faults({"best-effort": {"status": 503}})
+    body = chat(http, "best-effort").json()
+    assert list(validator("CreateChatCompletionResponse").iter_errors(body)) == []
+    with http.stream(
+        "POST", "/chat/completions", json={"model": "best-effort", "messages": HELLO, "stream": True}
+    ) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    chunk_validator = validator("CreateChatCompletionStreamResponse")
+    assert events and all(list(chunk_validator.iter_errors(json.loads(e))) == [] for e in events)
+
+
+def test_a_deployment_at_its_concurrency_cap_is_skipped(routed: tuple[Process, str, Path], upstream: Mock) -> None:
+    upstream.faults({"capped-a": {"latency_ms": 300}})
+    process, key, _ = routed
+
+    async def two_at_once() -> set[str]:
+        async with httpx.AsyncClient(base_url=process.url + "/v1", headers={"authorization": f"Bearer {key}"}) as c:
+            body = {"model": "capped", "messages": HELLO}
+            answers = await asyncio.gather(*(c.post("/chat/completions", json=body) for _ in range(2)))
+        return {a.headers["x-gateway-deployment"] for a in answers}
+
+    assert asyncio.run(two_at_once()) == {"capped-a", "capped-b"}
