@@ -1,4 +1,4 @@
-"""The OpenAI-wire adapter: OpenAI, Azure OpenAI (v1 API), vLLM, Ollama and any OpenAI-compatible server.
+"""The OpenAI-wire adapter: OpenAI, Azure OpenAI (v1 and classic), vLLM, Ollama and any OpenAI-compatible server.
 
 Pure functions, no I/O: the request for one attempt is built anew from the original body each time, and
 nothing of the client's own request (its key, its other headers) reaches the upstream but the body and
@@ -6,12 +6,14 @@ the request id.
 """
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
 from gateway import codec
 from gateway.settings import Deployment
 from gateway.upstream.client import UpstreamRequest
 
 USER_AGENT = "ai-governance-gateway/0.1"
+AZURE_API_VERSION = "2024-10-21"
 PASSED_REQUEST_HEADERS = ("openai-beta",)
 PASSED_RESPONSE_HEADERS = ("content-type", "openai-processing-ms", "openai-version")
 
@@ -26,16 +28,31 @@ def build_request(
     client_headers: Mapping[str, str],
 ) -> UpstreamRequest:
     """The upstream request for `endpoint` (e.g. "chat/completions"), with the upstream's own credentials."""
-    url = f"{deployment.base_url}/{endpoint}"
-    if deployment.provider == "azure" and deployment.api_version:
-        url += f"?api-version={deployment.api_version}"
     return UpstreamRequest(
         "POST",
-        url,
+        url(deployment, endpoint),
         _headers(deployment, secret, request_id, client_headers),
         _body(deployment, body, raw_body),
         deployment.timeout,
     )
+
+
+def url(deployment: Deployment, endpoint: str) -> str:
+    """Where `endpoint` lives. Azure OpenAI has two forms:
+
+    - the v1 API, `base_url: https://RES.openai.azure.com/openai/v1`: OpenAI's paths (api-version optional);
+    - the classic API, `base_url: https://RES.openai.azure.com`: the deployment in the path
+      (`/openai/deployments/<model>/chat/completions`, `model` being the Azure deployment name) and an
+      `api-version` query parameter (AZURE_API_VERSION unless the deployment sets `api_version`).
+    """
+    if deployment.provider != "azure":
+        return f"{deployment.base_url}/{endpoint}"
+    if deployment.base_url.endswith("/openai/v1"):
+        query = f"?api-version={deployment.api_version}" if deployment.api_version else ""
+        return f"{deployment.base_url}/{endpoint}{query}"
+    version = deployment.api_version or AZURE_API_VERSION
+    path = f"openai/deployments/{quote(deployment.upstream_model, safe='')}/{endpoint}"
+    return f"{deployment.base_url}/{path}?api-version={version}"
 
 
 def _body(deployment: Deployment, body: Mapping[str, object], raw_body: bytes) -> bytes:

@@ -29,6 +29,17 @@ def test_azure_uses_api_key_header_and_api_version() -> None:
     assert request.headers["api-key"] == "az" and "authorization" not in request.headers
 
 
+def test_classic_azure_puts_the_deployment_in_the_path_with_an_api_version() -> None:
+    deployment = Deployment(provider="azure", base_url="https://r.openai.azure.com", model="gpt4o-prod")
+    request = openai_wire.build_request(deployment, "az", "chat/completions", BODY, RAW, "rid", {})
+    assert request.url == (
+        "https://r.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
+    )
+    assert request.headers["api-key"] == "az"
+    pinned = Deployment(provider="azure", base_url="https://r.openai.azure.com", model="e", api_version="2025-01-01")
+    assert openai_wire.url(pinned, "embeddings").endswith("/deployments/e/embeddings?api-version=2025-01-01")
+
+
 def test_a_keyless_upstream_gets_no_authorization() -> None:
     model = Deployment(model="m", provider="ollama", base_url="http://127.0.0.1:11434/v1")
     assert "authorization" not in openai_wire.build_request(model, None, "chat/completions", BODY, RAW, "r", {}).headers
