@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-gateway", action="store_true", help="skip the gateway")
     parser.add_argument(
+        "--routed-deployments", type=int, default=3, help="also run the gateway with N weighted deployments (0: skip)"
+    )
+    parser.add_argument(
         "--stream-requests", type=int, default=200, help="streaming requests per measurement, 0 to skip"
     )
     parser.add_argument("--chunk-delay-ms", type=float, default=0, help="mock delay between SSE chunks")
@@ -232,15 +235,34 @@ def gateway_key(config: Path, work: Path) -> str:
     return lines[-1].strip()
 
 
-def bench_gateway(run: Run, mock: procs.Server) -> None:
+def routed_yaml(port: int, mock_url: str, count: int) -> str:
+    """mock-model served by `count` weighted deployments (all the mock), so every request is routed."""
+    deployments = "".join(
+        f"      - {{name: d{i}, provider: openai_compatible, base_url: {mock_url}/v1, model: mock-model, "
+        f"api_key: env:MOCK_UPSTREAM_KEY}}\n"
+        for i in range(count)
+    )
+    return (
+        f"listen: {{host: 127.0.0.1, port: {port}}}\nmodels:\n  - name: mock-model\n    strategy: weighted\n"
+        f"    deployments:\n{deployments}"
+    )
+
+
+def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1) -> None:
     port = procs.free_port()
-    config = run.work / "gateway.yaml"
-    config.write_text(GATEWAY_YAML.format(port=port, mock_url=mock.url))
+    config = run.work / f"gateway-{deployments}.yaml"
+    text = (
+        GATEWAY_YAML.format(port=port, mock_url=mock.url)
+        if deployments == 1
+        else routed_yaml(port, mock.url, deployments)
+    )
+    config.write_text(text)
+    target, client = ("gateway", "-") if deployments == 1 else ("gateway (routed)", f"{deployments} deployments")
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
     argv = [part.format(**fields) for part in shlex.split(run.args.gateway_cmd)]
     server = procs.start(
-        "gateway",
+        "gateway" if deployments == 1 else f"gateway-{deployments}-deployments",
         argv,
         SERVER_CORE,
         f"http://127.0.0.1:{port}",
@@ -249,11 +271,12 @@ def bench_gateway(run: Run, mock: procs.Server) -> None:
     )
     run.servers.append(server)
     procs.wait_ready(server, "/healthz", timeout=120)
-    print(f"gateway pid {server.pid} at {server.url} (core {SERVER_CORE})", flush=True)
+    print(f"{server.name} pid {server.pid} at {server.url} (core {SERVER_CORE})", flush=True)
     check_gateway(run, server.url, key)
     try:
-        load(run, "gateway", "-", server, f"Bearer {key}")
-        stream_load(run, "gateway", server, f"Bearer {key}")
+        load(run, target, client, server, f"Bearer {key}")
+        if deployments == 1:
+            stream_load(run, "gateway", server, f"Bearer {key}")
         server.note_rss("after load")
     finally:
         procs.stop(server)
@@ -281,6 +304,8 @@ def execute(run: Run) -> None:
     else:
         try:
             bench_gateway(run, mock)
+            if run.args.routed_deployments > 1:
+                bench_gateway(run, mock, run.args.routed_deployments)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             run.notes.append(f"gateway run failed: {exc}")
             print(f"gateway run failed: {exc}", flush=True)

@@ -77,6 +77,21 @@ def ratios(results: list[WrkResult]) -> list[str]:
     return table(["concurrency", "gateway req/s", *[f"gateway / bare ({c})" for c in clients]], rows)
 
 
+def routing_cost(results: list[WrkResult]) -> list[str]:
+    """The gateway with several deployments behind one name over the gateway with one, per concurrency."""
+    single = {r.concurrency: r for r in results if r.target == "gateway"}
+    routed = [r for r in results if r.target == "gateway (routed)"]
+    if not single or not routed:
+        return ["(not measured: needs --routed-deployments and a gateway run)"]
+    rows = [
+        [r.concurrency, r.client, f"{single[r.concurrency].rps:,.0f}", f"{r.rps:,.0f}",
+         f"{r.rps / single[r.concurrency].rps:.2f}" if single[r.concurrency].rps else "-"]
+        for r in routed
+        if r.concurrency in single
+    ]  # fmt: skip
+    return table(["concurrency", "routed as", "1 deployment req/s", "routed req/s", "routed / 1 deployment"], rows)
+
+
 def added_latency(results: list[WrkResult]) -> list[str]:
     """Gateway minus direct p50/p99 at the lowest concurrency measured."""
     lowest = min((r.concurrency for r in results), default=None)
@@ -154,6 +169,7 @@ def render(
     parts += throughput(results)
     parts += ["", "## Gateway vs bare pass-through", "", *ratios(results)]
     parts += ["", "## Latency the gateway adds over the mock", "", *added_latency(results)]
+    parts += ["", "## Routing cost: several deployments behind one model name", "", *routing_cost(results)]
     parts += ["", "## Streaming chat completions", "", *(streaming(streams) if streams else ["(not measured)"])]
     parts += ["", "## Memory (VmRSS, process and children)", "", *memory(servers)]
     parts += [
