@@ -77,6 +77,11 @@ models:
           health_check: {{path: /no-such-health, interval: 0.2, timeout: 1}}}}
       - {{name: well, provider: vllm, base_url: "{mock}/v1", model: checked-b, api_key: env:K,
           health_check: {{path: /health, interval: 0.2, timeout: 1}}}}
+  - name: timed
+    deployments:
+      - {{name: slowpoke, provider: vllm, base_url: "{mock}/v1", model: timed-a, api_key: env:K,
+          timeout: {{connect: 1, read: 0.3}}}}
+      - {{name: spare, provider: vllm, base_url: "{mock}/v1", model: timed-b, api_key: env:K}}
   - name: capped
     deployments:
       - {{name: capped-a, provider: vllm, base_url: "{mock}/v1", model: capped-a, api_key: env:K, max_concurrent: 1}}
@@ -329,3 +334,12 @@ def test_a_deployment_at_its_concurrency_cap_is_skipped(routed: tuple[Process, s
         return {a.headers["x-gateway-deployment"] for a in answers}
 
     assert asyncio.run(two_at_once()) == {"capped-a", "capped-b"}
+
+
+def test_a_deployment_slower_than_its_timeout_fails_over(http: httpx.Client, upstream: Mock) -> None:
+    upstream.faults({"timed-a": {"hang": True}})
+    began = time.monotonic()
+    response = chat(http, "timed")
+    assert response.status_code == 200
+    assert response.headers["x-gateway-deployment"] == "spare"
+    assert time.monotonic() - began < 2
