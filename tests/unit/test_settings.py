@@ -104,3 +104,24 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     loaded = settings.load(write(tmp_path, GOOD))
     assert loaded.listen.port == 7000
     assert loaded.keys_path == tmp_path / "k.json"
+
+
+def test_the_shipped_example_config_loads() -> None:
+    example = Path(__file__).parents[2] / "gateway.example.yaml"
+    loaded = settings.load(example)
+    assert {m.name for m in loaded.models} >= {"gpt-4o-mini", "gpt-4o"}
+    assert all(d.api_key == "env:OPENAI_API_KEY" for m in loaded.models for d in m.deployments)
+
+
+def test_a_model_takes_either_the_short_form_or_deployments(tmp_path: Path) -> None:
+    both = GOOD.replace("    model: meta-llama/Llama-3.1-8B-Instruct\n", "    deployments: []\n")
+    assert settings.load(write(tmp_path, both)).models[1].deployments[0].provider == "vllm"
+    mixed = GOOD.replace(
+        "    model: meta-llama/Llama-3.1-8B-Instruct\n",
+        "    deployments: [{provider: openai, base_url: 'http://x/v1'}]\n",
+    )
+    with pytest.raises(ConfigError, match=r":7: models\[1\]: Value error, give either provider/base_url"):
+        settings.load(write(tmp_path, mixed))
+    unknown_fallback = GOOD + "    fallbacks: [nope]\n"
+    with pytest.raises(ConfigError, match="fallback 'nope' is not another configured model"):
+        settings.load(write(tmp_path, unknown_fallback))
