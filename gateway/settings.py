@@ -19,7 +19,7 @@ from gateway import yamlconf
 log = logging.getLogger("gateway.settings")
 
 FORBID = ConfigDict(extra="forbid")
-Provider = Literal["openai", "azure", "vllm", "ollama", "openai_compatible"]
+Provider = Literal["openai", "azure", "vllm", "ollama", "openai_compatible", "anthropic"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     supports(endpoint)                       whether the provider serves this OpenAI endpoint
     build_request(deployment, secret, call)  the provider request for one attempt, built anew each time
     response_body(status, body)              the provider's JSON answer or error, as OpenAI JSON
-    stream(chunks)                           the provider's event stream, as OpenAI SSE bytes
+    stream(chunks, call)                     the provider's event stream, as OpenAI SSE bytes
 
 No adapter does I/O: the Forward stage sends what `build_request` returns and feeds the answer back through
 the adapter. The OpenAI-wire adapter passes bodies through untouched.
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gateway.settings import Deployment
 from gateway.upstream import openai_wire
+from gateway.upstream.anthropic import Anthropic
 from gateway.upstream.client import UpstreamRequest
 
 
@@ -36,7 +37,7 @@ class Adapter(Protocol):
 
     def response_body(self, status: int, body: bytes) -> bytes: ...
 
-    def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+    def stream(self, chunks: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]: ...
 
 
 class OpenAIWire:
@@ -53,11 +54,12 @@ class OpenAIWire:
     def response_body(self, status: int, body: bytes) -> bytes:
         return body
 
-    def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    def stream(self, chunks: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]:
         return chunks
 
 
 def adapters() -> dict[str, Adapter]:
     """The adapter for each provider name of gateway.yaml."""
     wire = OpenAIWire()
-    return {name: wire for name in ("openai", "azure", "vllm", "ollama", "openai_compatible")}
+    wired: dict[str, Adapter] = {name: wire for name in ("openai", "azure", "vllm", "ollama", "openai_compatible")}
+    return {**wired, "anthropic": Anthropic()}

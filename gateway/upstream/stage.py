@@ -114,7 +114,7 @@ class Forward:
         headers["x-gateway-deployment"] = deployment.label
         headers["x-gateway-attempts"] = str(ctx.attempts)
         if ctx.stream and response.status == 200:
-            relay = _relay(ctx, adapter.stream(response.iter_bytes()))
+            relay = _relay(ctx, adapter.stream(response.iter_bytes(), call))
             return Result(200, headers, relay, self._closer(response, deployment, latency))
         try:
             body = adapter.response_body(response.status, await response.read())
