@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import create_key
+from tests.samples import TOOLS
 from tests.servers import Mock, start
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
@@ -30,16 +31,6 @@ models:
     retries: {{attempts: 2, backoff: 0.01, max_backoff: 0.02}}
 """
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello claude"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
 
 
 @dataclass

@@ -7,19 +7,10 @@ import openai
 import pytest
 
 from tests.conftest import GatewayUnderTest
+from tests.samples import TOOLS
 from tests.servers import Mock
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello gateway"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
 
 
 def test_chat_completion_returns_the_upstream_answer(client: openai.OpenAI) -> None:
