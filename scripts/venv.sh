@@ -15,4 +15,6 @@ if [ ! -x .venv/bin/pip ]; then
   python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-}]"
+spec="."
+if [ -n "${EXTRAS:-}" ]; then spec=".[${EXTRAS}]"; fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
