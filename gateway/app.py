@@ -13,19 +13,20 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import secrets
 from gateway import settings as settings_module
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
-from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
+from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware, send_error
 from gateway.parsing import ParseBody
 from gateway.pipeline import Pipeline
-from gateway.routes import routes
+from gateway.routes import PROXIED, routes
 from gateway.routing import ResolveModel
 from gateway.settings import Settings
 from gateway.upstream import health
@@ -91,8 +92,14 @@ class Gateway:
                 log.exception("keys file %s could not be read; keeping the previous keys", self.keys.path)
 
 
-def build_middleware_stack(settings: Settings) -> list[Middleware]:
-    return [Middleware(RequestIdMiddleware), Middleware(RequestLimitsMiddleware, limits=settings.server)]
+def build_middleware_stack(settings: Settings, app: Starlette) -> ASGIApp:
+    """The one place the stack is built, outermost first:
+
+    RequestId → RequestLimits → HotPath ─┬─ proxied POST routes (routes.Proxy)
+                                         └─ Starlette: errors → exceptions → router → the other routes
+    """
+    proxies = {route.path: route.app for route in app.routes if isinstance(route, Route) and route.path in PROXIED}
+    return RequestIdMiddleware(RequestLimitsMiddleware(HotPath(app, proxies), limits=settings.server))
 
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
@@ -117,10 +124,44 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id", "-")
     log.error("request %s failed: %s", request_id, exc, exc_info=exc)
     error = InternalError(f"The gateway failed to handle this request (request id {request_id}).")
-    return Response(error.render(), 500, {"x-request-id": request_id}, media_type="application/json")
+    return Response(error.render(), 500, media_type="application/json")
 
 
-def build_app(settings: Settings) -> Starlette:
+class HotPath:
+    """The proxied POST routes skip Starlette's routing and exception layers; every other request goes through them.
+
+    A proxied route answers its own GatewayErrors (routes.Proxy), so the only layer it needs from Starlette is
+    the last-resort handler of unexpected exceptions, kept here.
+    """
+
+    def __init__(self, app: ASGIApp, proxies: dict[str, ASGIApp]) -> None:
+        self.app = app
+        self.proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        proxy = self.proxies.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if proxy is None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await proxy(scope, receive, tracking_send)
+        except Exception as exc:
+            request_id = scope.get("state", {}).get("request_id", "-")
+            log.error("request %s failed: %s", request_id, exc, exc_info=exc)
+            if started:
+                raise
+            error = InternalError(f"The gateway failed to handle this request (request id {request_id}).")
+            await send_error(send, error)
+
+
+def build_app(settings: Settings) -> ASGIApp:
     gateway = Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -129,15 +170,14 @@ def build_app(settings: Settings) -> Starlette:
             yield
 
     app = Starlette(
-        routes=routes(),
-        middleware=build_middleware_stack(settings),
+        routes=routes(gateway),
         exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_exception, Exception: on_unexpected},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    return build_middleware_stack(settings, app)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """The factory uvicorn workers call: settings from the file named by GATEWAY_CONFIG."""
     return build_app(settings_module.load(os.environ["GATEWAY_CONFIG"]))

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-PROXIED = ("chat/completions", "completions", "embeddings", "responses")
+PROXIED_ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
+PROXIED = tuple(f"/v1/{endpoint}" for endpoint in PROXIED_ENDPOINTS)
 
 
 def json_response(data: object, status: int = 200) -> Response:
@@ -46,15 +47,16 @@ def _gateway(request: Request) -> "Gateway":
 class Proxy:
     """The ASGI endpoint of a proxied route: the hot path, so no Request object and no exception round trip."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, gateway: "Gateway") -> None:
         self.endpoint = endpoint
+        self.pipeline = gateway.pipeline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         state = scope["state"]
         ctx = RequestContext(state["request_id"], self.endpoint, headers, state["body"], {}, bearer(headers))
         try:
-            result = await scope["app"].state.gateway.pipeline(ctx)
+            result = await self.pipeline(ctx)
         except GatewayError as exc:
             await send_error(send, exc)
             return
@@ -102,8 +104,8 @@ async def openapi(request: Request) -> Response:
     return Response(_gateway(request).openapi, media_type="application/json")
 
 
-def routes() -> list[Route]:
-    proxied = [Route(f"/v1/{endpoint}", Proxy(endpoint), methods=["POST"]) for endpoint in PROXIED]
+def routes(gateway: "Gateway") -> list[Route]:
+    proxied = [Route(f"/v1/{endpoint}", Proxy(endpoint, gateway), methods=["POST"]) for endpoint in PROXIED_ENDPOINTS]
     return [
         *proxied,
         Route("/v1/models", list_models, methods=["GET"]),
