@@ -68,7 +68,6 @@ class UpstreamClient:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # an upstream's cookies must never reach another request
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
             trust_env=False,
         )
 
