@@ -16,17 +16,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import secrets
 from gateway import settings as settings_module
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
-from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware, send_error
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
 from gateway.pipeline import Pipeline
-from gateway.routes import PROXIED, routes
+from gateway.routes import PROXIED, internal_error, routes
 from gateway.routing import ResolveModel
 from gateway.settings import Settings
 from gateway.upstream import health
@@ -121,17 +121,15 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
-    request_id = request.scope.get("state", {}).get("request_id", "-")
-    log.error("request %s failed: %s", request_id, exc, exc_info=exc)
-    error = InternalError(f"The gateway failed to handle this request (request id {request_id}).")
+    assert isinstance(exc, Exception)
+    error = internal_error(request.scope.get("state", {}).get("request_id", "-"), exc)
     return Response(error.render(), 500, media_type="application/json")
 
 
 class HotPath:
     """The proxied POST routes skip Starlette's routing and exception layers; every other request goes through them.
 
-    A proxied route answers its own GatewayErrors (routes.Proxy), so the only layer it needs from Starlette is
-    the last-resort handler of unexpected exceptions, kept here.
+    A proxied route answers its own errors, expected or not (routes.Proxy), so it needs nothing of those layers.
     """
 
     def __init__(self, app: ASGIApp, proxies: dict[str, ASGIApp]) -> None:
@@ -140,25 +138,7 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         proxy = self.proxies.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if proxy is None:
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await proxy(scope, receive, tracking_send)
-        except Exception as exc:
-            request_id = scope.get("state", {}).get("request_id", "-")
-            log.error("request %s failed: %s", request_id, exc, exc_info=exc)
-            if started:
-                raise
-            error = InternalError(f"The gateway failed to handle this request (request id {request_id}).")
-            await send_error(send, error)
+        await (proxy or self.app)(scope, receive, send)
 
 
 def build_app(settings: Settings) -> ASGIApp:

@@ -5,6 +5,7 @@ GET  /v1/models · /v1/models/{model}   the models this key may use
 GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
 """
 
+import logging
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
@@ -15,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import codec
 from gateway.auth.stage import authenticate
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.middleware import send_error
 from gateway.pipeline import RequestContext, Result
 from gateway.settings import ModelConfig
@@ -23,6 +24,7 @@ from gateway.settings import ModelConfig
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
+log = logging.getLogger("gateway")
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 PROXIED_ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
 PROXIED = tuple(f"/v1/{endpoint}" for endpoint in PROXIED_ENDPOINTS)
@@ -60,7 +62,16 @@ class Proxy:
         except GatewayError as exc:
             await send_error(send, exc)
             return
+        except Exception as exc:  # a bug: logged with its details, answered without them
+            await send_error(send, internal_error(ctx.request_id, exc))
+            return
         await to_response(result)(scope, receive, send)
+
+
+def internal_error(request_id: str, exc: Exception) -> InternalError:
+    """Log an unexpected exception with its details; the client gets only the request id."""
+    log.error("request %s failed: %s", request_id, exc, exc_info=exc)
+    return InternalError(f"The gateway failed to handle this request (request id {request_id}).")
 
 
 def to_response(result: Result) -> Response:
