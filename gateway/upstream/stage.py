@@ -15,7 +15,7 @@ the client gets the last upstream answer (status and body) or the gateway's 502/
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from gateway import codec
 from gateway.errors import GatewayError, InvalidRequest, NoDeploymentAvailable, UpstreamTimeout, UpstreamUnreachable
@@ -126,7 +126,7 @@ class Forward:
                 headers["retry-after"] = response.headers["retry-after"]
         return Result(response.status, headers, body)
 
-    def _closer(self, response: UpstreamResponse, deployment: Deployment, latency: float | None):
+    def _closer(self, response: UpstreamResponse, deployment: Deployment, latency: float | None) -> Callable[[], None]:
         def close() -> None:
             response.close()
             self.router.finished(deployment, latency)
