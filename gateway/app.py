@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from gateway.auth.stage import Authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Stage
+from gateway.policy.loader import PolicyStore
+from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
 from gateway.routes import PROXIED, internal_error, routes
 from gateway.routing import ResolveModel
 from gateway.settings import Settings
@@ -52,20 +55,33 @@ class Gateway:
         self.client = UpstreamClient()
         self.router = Router()
         self.openapi = OPENAPI.read_bytes()
-        self.pipeline = Pipeline(
-            stages=[
-                Authenticate(self.keys),
-                ParseBody(),
-                self.models,
-                Forward(self.client, self.router, self.secrets, self.models.models),
-            ],
-        )
+        directory = settings.policy_dir
+        self.policies = PolicyStore(directory) if directory is not None else None
+        if self.policies is None:
+            log.warning("no policy directory configured (policies.dir): requests are not checked by any policy")
+        self.pipeline = Pipeline(stages=self.stages())
+
+    def stages(self) -> list[Stage]:
+        policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
+        output: list[Stage] = [CheckOutput()] if self.policies else []
+        return [
+            Authenticate(self.keys),
+            ParseBody(),
+            self.models,
+            *policy,
+            Forward(self.client, self.router, self.secrets, self.models.models),
+            *output,
+        ]
 
     def readiness(self) -> dict[str, str]:
         return {
             "upstream_client": "ok" if self.client.ready else "closed",
             "keys": "ok" if self.keys.path.exists() else f"no keys file at {self.keys.path}",
         }
+
+    def details(self) -> dict[str, object]:
+        """What /readyz shows beside the checks: the serving policy revision and the state of its reloads."""
+        return {"policies": self.policies.status() if self.policies else None}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -74,6 +90,10 @@ class Gateway:
             asyncio.create_task(self._refresh_keys()),
             asyncio.create_task(health.run(self.client, self.router, self.settings, self.secrets)),
         ]
+        if self.policies is not None and self.settings.policies is not None:
+            tasks.append(asyncio.create_task(self.policies.watch(self.settings.policies.reload_interval)))
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.policies.on_sighup)
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""The `gateway` command: serve · keys create|list|revoke · secrets keygen|encrypt|decrypt-check.
+"""The `gateway` command: serve · keys create|list|revoke · policy check|test|explain|schema ·
+secrets keygen|encrypt|decrypt-check.
 
 Exit codes: 0 done, 1 the thing asked for does not exist, 2 bad usage or a broken configuration (the
 message names file, line and field).
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from gateway import codec, secrets
 from gateway import settings as settings_module
 from gateway.auth import keys as keys_module
+from gateway.policy import cli as policy_cli
+from gateway.policy import loader as policy_loader
 from gateway.settings import SecretError, Settings
 from gateway.yamlconf import ConfigError
 
@@ -44,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--name")
     create.add_argument("--models", help="comma-separated model names this key may use (default: all)")
     create.add_argument("--expires", help="date (YYYY-MM-DD, UTC) or ISO datetime")
+    create.add_argument("--tags", help="comma-separated tags, which policies can match (match.key_tags)")
     create.set_defaults(run=cmd_keys_create)
     listing = keys.add_parser("list", help="list keys (never the keys themselves)")
     listing.add_argument("--config", required=True)
@@ -53,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--config", required=True)
     revoke.add_argument("key_id")
     revoke.set_defaults(run=cmd_keys_revoke)
+    policy_cli.add_commands(commands)
     secrets.add_commands(commands)
     return top
 
@@ -75,6 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for deployment in model.deployments:
             where = f"{settings.source}: models[{model.name}] deployment {deployment.label}"
             secrets.resolve(deployment.api_key, where)
+    if settings.policy_dir is not None:
+        policy_loader.load(settings.policy_dir)  # a broken policy directory stops the start, naming file and line
     server.serve(settings, workers=args.workers)
     return 0
 
@@ -87,7 +94,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print(f"gateway keys create: unknown models: {', '.join(unknown)}", file=sys.stderr)
         return 2
     try:
-        key = keys_module.create(settings.keys_path, args.team, args.name, models, args.expires)
+        tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+        key = keys_module.create(settings.keys_path, args.team, args.name, models, args.expires, tags)
     except ValueError as exc:
         print(f"gateway keys create: --expires: {exc}", file=sys.stderr)
         return 2

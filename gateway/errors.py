@@ -5,7 +5,8 @@ error body, so the official SDKs raise the matching exception class:
 
     GatewayError
      ├── InvalidRequest            400  invalid_request_error
-     │    └── InvalidJSON          400  invalid_json
+     │    ├── InvalidJSON          400  invalid_json
+     │    └── PolicyViolation      400  policy_violation     (names the policy and rule; see gateway.policy)
      ├── AuthenticationFailed      401  invalid_api_key
      ├── ModelNotAllowed           403  model_not_allowed
      ├── NotFound                  404  not_found / model_not_found
@@ -53,6 +54,22 @@ class InvalidRequest(GatewayError):
 
 class InvalidJSON(InvalidRequest):
     code = "invalid_json"
+
+
+class PolicyViolation(InvalidRequest):
+    """A policy rule blocked the request (or the answer); the body names the policy and the rule."""
+
+    code = "policy_violation"
+
+    def __init__(self, message: str, *, policy: str, rule: str) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.rule = rule
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"].update(policy=self.policy, rule=self.rule)
+        return body
 
 
 class AuthenticationFailed(GatewayError):

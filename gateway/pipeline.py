@@ -5,24 +5,32 @@
       1 Authenticate   virtual key → principal                      (gateway.auth.stage)
         ParseBody      one orjson parse, the governed fields checked (gateway.parsing)
       2 ResolveModel   requested model → configured model, key may use it (gateway.routing)
+        ResolvePolicy  the effective policy for (team, key, tags, model, route) (gateway.policy.stages)
+      4 CheckInput     policy rules on the request: models, metadata, token caps, text guardrails
       6 Forward        call the upstream, pass its answer through   (gateway.upstream.stage)
+      7 CheckOutput    text guardrails on the answer, streams checked chunk by chunk
     final stages: run once the answer is complete, also after errors and client disconnects (none yet)
 
-Stages 3-5 and 7-9 of DESIGN.md (admission, input checks, redaction, output checks, settle, audit) join the
-lists as their issues land; a stage that does nothing is not in the list. Stages never see HTTP objects:
-routes build the context, the pipeline fills `ctx.result`, routes turn it into a response.
+Stages 3, 5, 8 and 9 of DESIGN.md (admission, redaction, settle, audit) join the lists as their issues land.
+A stage that does nothing is not in the list: the policy stages are there only when a policy directory is
+configured. Stages never see HTTP objects: routes build the context, the pipeline fills `ctx.result`,
+routes turn it into a response.
 """
 
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from gateway.auth.keys import Principal
 from gateway.errors import GatewayError
 from gateway.settings import ModelConfig
+
+if TYPE_CHECKING:
+    from gateway.policy.compiled import Effective
+    from gateway.policy.engine import Decision
 
 
 @dataclass(slots=True)
@@ -46,6 +54,8 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     principal: Principal | None = None
     model: ModelConfig | None = None
+    policy: "Effective | None" = None
+    decisions: "list[Decision]" = field(default_factory=list)
     attempts: int = 0
     result: Result | None = None
     error: GatewayError | None = None

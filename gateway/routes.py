@@ -106,9 +106,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = _gateway(request).readiness()
+    gateway = _gateway(request)
+    checks = gateway.readiness()
     ready = all(value == "ok" for value in checks.values())
-    return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, **gateway.details()}
+    return json_response(body, 200 if ready else 503)
 
 
 async def openapi(request: Request) -> Response:

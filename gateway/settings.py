@@ -178,12 +178,22 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """Where the policy files are (relative to gateway.yaml) and how often they are checked for changes."""
+
+    __pydantic_config__ = FORBID
+    dir: str
+    reload_interval: Annotated[float, Field(gt=0)] = 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     __pydantic_config__ = FORBID
     models: tuple[ModelConfig, ...]
     listen: Listen = field(default_factory=Listen)
     server: ServerLimits = field(default_factory=ServerLimits)
     keys_file: str | None = None
+    policies: PolicySettings | None = None
     log_level: str = "info"
     source: str = ""
 
@@ -208,12 +218,19 @@ class Settings:
             return Path(self.keys_file)
         return Path(self.source).with_name("gateway.keys.json")
 
+    @property
+    def policy_dir(self) -> Path | None:
+        if self.policies is None:
+            return None
+        return Path(self.source).parent / self.policies.dir
+
 
 ENV_OVERRIDES = {
     "GATEWAY_HOST": ("listen", "host", str),
     "GATEWAY_PORT": ("listen", "port", int),
     "GATEWAY_KEYS_FILE": (None, "keys_file", str),
     "GATEWAY_LOG_LEVEL": (None, "log_level", str),
+    "GATEWAY_POLICY_DIR": ("policies", "dir", str),
 }
 
 
@@ -236,6 +253,8 @@ def _apply_env(settings: Settings) -> Settings:
         value = kind(os.environ[var])
         if section is None:
             settings = replace(settings, **{name: value})
+        elif section == "policies" and settings.policies is None:
+            settings = replace(settings, policies=PolicySettings(dir=str(value)))
         else:
             settings = replace(settings, **{section: replace(getattr(settings, section), **{name: value})})
     return settings

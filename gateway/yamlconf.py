@@ -25,7 +25,10 @@ class LineDict(dict[str, Any]):
 
 
 class LineList(list[Any]):
+    """A sequence from a YAML file; `lines[i]` is the 1-based line of item i, `line` the sequence's own."""
+
     line: int = 0
+    lines: list[int]
 
 
 class _Loader(yaml.SafeLoader):
@@ -44,6 +47,7 @@ class _Loader(yaml.SafeLoader):
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:  # type: ignore[override]
         result = LineList(self.construct_object(child, deep=True) for child in node.value)
         result.line = node.start_mark.line + 1
+        result.lines = [child.start_mark.line + 1 for child in node.value]
         return result
 
 
@@ -100,23 +104,35 @@ def validate(model: type[T], data: Any, path: Path) -> T:
     try:
         return pydantic.TypeAdapter(model).validate_python(data)
     except pydantic.ValidationError as exc:
-        raise ConfigError([_problem(path, data, err) for err in exc.errors()]) from None
+        errors = exc.errors()
+        locs = [tuple(err["loc"]) for err in errors]
+        # an error on a container that only follows from errors inside it (e.g. "at least 1 item after validation")
+        inner = [
+            err
+            for err in errors
+            if not any(len(o) > len(err["loc"]) and o[: len(err["loc"])] == tuple(err["loc"]) for o in locs)
+        ]
+        raise ConfigError([_problem(path, data, err) for err in inner]) from None
 
 
 def _problem(path: Path, data: Any, err: Any) -> Problem:
     loc = [part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
     line, node = getattr(data, "line", 0), data
+    fields: list[Any] = []
     for part in loc:
+        if isinstance(node, LineDict) and part not in node and node.get("kind") == part:
+            continue  # the tag of a discriminated union (a rule's `kind`) is not a field
+        fields.append(part)
         if isinstance(node, LineDict) and isinstance(part, str):
             line = node.lines.get(part, line)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            line = getattr(node[part], "line", line)
+        elif isinstance(node, LineList) and isinstance(part, int) and part < len(node):
+            line = node.lines[part]
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             node = None
     message = "unknown key" if err["type"] in UNKNOWN_KEY else err["msg"]
-    return Problem(str(path), line, _field(loc), message)
+    return Problem(str(path), line, _field(fields), message)
 
 
 def _field(loc: Sequence[Any]) -> str:

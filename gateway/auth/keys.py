@@ -36,6 +36,7 @@ class KeyRecord:
     created: str
     expires: str | None = None
     revoked: str | None = None
+    tags: tuple[str, ...] = ()
 
     def state(self, now: datetime) -> str:
         if self.revoked:
@@ -53,6 +54,7 @@ class Principal:
     team: str
     name: str
     models: tuple[str, ...] | None
+    tags: tuple[str, ...] = ()
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -108,13 +110,20 @@ class KeyStore:
         state = record.state(now or datetime.now(UTC))
         if state != "active":
             return None, state
-        return Principal(record.id, record.team, record.name, record.models), state
+        return Principal(record.id, record.team, record.name, record.models, record.tags), state
 
     def records(self) -> list[KeyRecord]:
         return sorted(self._records.values(), key=lambda r: r.created)
 
 
-def create(path: Path, team: str, name: str | None, models: list[str] | None, expires: str | None) -> str:
+def create(
+    path: Path,
+    team: str,
+    name: str | None,
+    models: list[str] | None,
+    expires: str | None,
+    tags: list[str] | None = None,
+) -> str:
     """Add a key to the file and return the plain key (the only time it exists)."""
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}{key_id}.{secrets.token_urlsafe(32)}"
@@ -126,6 +135,7 @@ def create(path: Path, team: str, name: str | None, models: list[str] | None, ex
         models=tuple(models) if models else None,
         created=datetime.now(UTC).isoformat(),
         expires=parse_expiry(expires) if expires else None,
+        tags=tuple(sorted(set(tags or ()))),
     )
     with _locked(path) as records:
         records.append(record)
@@ -144,7 +154,10 @@ def revoke(path: Path, key_id: str) -> bool:
 
 def _read(path: Path) -> list[KeyRecord]:
     data = codec.loads(path.read_bytes())
-    return [KeyRecord(**{**r, "models": tuple(r["models"]) if r.get("models") else None}) for r in data["keys"]]
+    return [
+        KeyRecord(**{**r, "models": tuple(r["models"]) if r.get("models") else None, "tags": tuple(r.get("tags", ()))})
+        for r in data["keys"]
+    ]
 
 
 @contextmanager

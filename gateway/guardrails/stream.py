@@ -1,0 +1,384 @@
+"""Output guardrails on answers: a whole JSON body (`scan_json`) or an SSE stream checked as it flows (`StreamGuard`).
+
+The stream is checked incrementally. Each logical text stream of the answer (a choice's content, a tool
+call's arguments, a Responses output part: the stream keys of gateway.guardrails.texts) keeps a carry-over
+of its last `window` characters (the longest match of any rule), and every text delta is scanned together
+with that carry, so a match split across deltas, events or network chunks is found; only hits that end in
+the new text count, so none is reported twice.
+
+    block          record the finding, send the error event `blocked(finding)`, end the stream; the
+                   offending event and everything after it never reach the client
+    warn, shadow   record the first finding of each rule, forward unchanged
+    redact         hold text back per stream key, so the client never sees a match, even one split
+                   across chunks: only text that can no longer be part of a match is released (all but
+                   the last window-1 characters, never cutting a detected match), matches replaced by
+                   the rule's replacement
+
+Where held-back text goes: into the delta of the next event on the same key (each event carries what
+could be released when it arrived). When the key ends, the rest is flushed: into the ending event itself
+if it carries text on that key (a completions chunk with its finish_reason); otherwise into a synthesized
+delta event on that key (`texts.stream_delta_event`, same framing as the key's last delta event, for the
+Responses API with that event's `sequence_number`) sent just before the ending event, before `[DONE]`,
+or at the end of the source. The client's deltas of a key concatenate to exactly the redacted text. With
+a redact rule the Responses API's done events and response objects, which restate the whole text, are
+redacted too; without one they pass untouched (their text was checked as deltas). With a redact rule, token
+log probabilities are dropped from every event with text (and from a redacted JSON answer): they spell out
+the original tokens, and no longer line up with the shifted deltas anyway.
+
+Without a redact rule nothing is held back, so a decision is made with the text seen so far: a check that
+looks at the character after a match (a word boundary) sees the end of the delta there, and may find a
+term the next delta would have extended into a longer word ("class" + "ification").
+
+Fast path: an event whose text is unchanged goes out as its original bytes; only changed events are
+re-serialised. Malformed input (non-JSON data, broken UTF-8, odd shapes) passes through, nothing raises.
+"""
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from gateway import codec
+from gateway.guardrails.base import Finding, Hit, TextRule, apply, redact, strictest
+from gateway.guardrails.texts import (
+    EVERY_KEY,
+    Slot,
+    drop_logprobs,
+    ended,
+    response_slots,
+    stream_delta_event,
+    stream_ends,
+    stream_slots,
+    stream_snapshots,
+)
+
+_BOUNDARY = re.compile(rb"\r?\n\r?\n")
+_DONE = b"[DONE]"
+
+
+# ---------------------------------------------------------------- non-streamed answers
+
+
+def scan_json(
+    endpoint: str, body: bytes, rules: Sequence[TextRule], record: Callable[[Finding], None]
+) -> tuple[bytes, Finding | None]:
+    """Check every text of a complete answer: (the body, re-serialised only if something was redacted;
+    the strictest block finding or None). `record` gets the first finding of each rule."""
+    try:
+        parsed = codec.loads(body)
+    except codec.JSONDecodeError:
+        return body, None
+    if not isinstance(parsed, dict) or not rules:
+        return body, None
+    findings: list[Finding] = []
+    changed = False
+    for slot in response_slots(endpoint, parsed):
+        text = slot.get()
+        redacted, found = apply(rules, text)
+        findings += found
+        if redacted != text:
+            slot.set(redacted)
+            changed = True
+    if changed:
+        drop_logprobs(endpoint, parsed)
+    for finding in _first_per_rule(findings, set()):
+        record(finding)
+    block = strictest([f for f in findings if f.rule.action == "block"])
+    return (codec.dumps(parsed) if changed else body), block
+
+
+def _first_per_rule(findings: Sequence[Finding], seen: set[int]) -> list[Finding]:
+    """The findings of rules not in `seen` (rule ids), the first of each; `seen` is updated."""
+    first: list[Finding] = []
+    for finding in findings:
+        if id(finding.rule) not in seen:
+            seen.add(id(finding.rule))
+            first.append(finding)
+    return first
+
+
+# ---------------------------------------------------------------- SSE framing
+
+
+class _Splitter:
+    """Cuts a byte stream into SSE events (each with its blank-line terminator), whatever the chunking."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        searched = max(0, len(self._buffer) - 3)  # a terminator may have begun in the last bytes
+        buffer = self._buffer + chunk
+        events: list[bytes] = []
+        start = 0
+        for match in _BOUNDARY.finditer(buffer, searched):
+            events.append(buffer[start : match.end()])
+            start = match.end()
+        self._buffer = buffer[start:]
+        return events
+
+    def rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+@dataclass(slots=True)
+class _Event:
+    """One SSE event: its lines (without line ends), the line end used, and the terminating blank line."""
+
+    lines: list[bytes]
+    eol: bytes
+    boundary: bytes
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Self:
+        match = _BOUNDARY.search(raw, max(0, len(raw) - 4))
+        boundary = raw[match.start() :] if match is not None and match.end() == len(raw) else b""
+        body = raw[: len(raw) - len(boundary)]
+        eol = b"\r\n" if (boundary or body).find(b"\r\n") >= 0 else b"\n"
+        return cls([line.removesuffix(b"\r") for line in body.split(b"\n")], eol, boundary)
+
+    def data(self) -> bytes | None:
+        """The event's data (its data lines joined), or None if it has none."""
+        values = [_field_value(line) for line in self.lines if line.startswith(b"data:")]
+        return b"\n".join(values) if values else None
+
+    def render(self, payload: dict[str, Any]) -> bytes:
+        """The event with its data replaced by `payload`, other lines (event:, id:, comments) kept."""
+        data_line = b"data: " + codec.dumps(payload)
+        lines: list[bytes] = []
+        for line in self.lines:
+            if not line.startswith(b"data:"):
+                lines.append(line)
+            elif data_line:
+                lines.append(data_line)
+                data_line = b""
+        return self.eol.join(lines) + (self.boundary or self.eol + self.eol)
+
+
+def _data(raw: bytes) -> bytes | None:
+    """The data of a raw event, or None if it has none; one `data: ` line and "\n\n" (the usual) are quick."""
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.count(b"\n") == 2 and b"\r" not in raw:
+        return raw[6:-2]
+    return _Event.parse(raw).data()
+
+
+def _field_value(line: bytes) -> bytes:
+    value = line[5:]
+    return value[1:] if value.startswith(b" ") else value
+
+
+# ---------------------------------------------------------------- the stream guard
+
+
+@dataclass(slots=True)
+class _Key:
+    """The state of one stream key: the raw text before `pending` (the carry), the raw text held back,
+    where the carry starts in the key's whole text, the redactions found in the held-back text (spans in
+    the whole text), and the last event that carried a delta on it (the template of a flush event)."""
+
+    context: str = ""
+    pending: str = ""
+    offset: int = 0
+    spans: list[Finding] = field(default_factory=list)
+    template: tuple[bytes, dict[str, Any]] | None = None
+
+
+class _Blocked(Exception):
+    def __init__(self, finding: Finding) -> None:
+        self.finding = finding
+
+
+class StreamGuard:
+    """Checks one SSE answer as it streams through; `run` wraps the upstream's byte iterator."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        rules: Sequence[TextRule],
+        record: Callable[[Finding], None],
+        blocked: Callable[[Finding], bytes],
+    ) -> None:
+        self.endpoint = endpoint
+        self.rules = tuple(rules)
+        self.record = record
+        self.blocked = blocked
+        self._scans = [(rule, max(rule.check.window, 0)) for rule in self.rules]
+        self.window = max((window for _, window in self._scans), default=0)
+        self.holdback = any(rule.action == "redact" for rule in self.rules)
+        self._keep = max(self.window - 1, 0) if self.holdback else 0
+        self._keys: dict[str, _Key] = {}
+        self._recorded: set[int] = set()
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The checked stream: one piece per network chunk that completed an event, forwarded or rewritten;
+        on a block, what came before the offending event, then the block event, then the end."""
+        if not self.rules:
+            async for chunk in chunks:
+                yield chunk
+            return
+        splitter = _Splitter()
+        async for chunk in chunks:
+            out, block = self._events(splitter.feed(chunk))
+            if out or block:
+                yield b"".join(out) + (self.blocked(block) if block else b"")
+            if block:
+                return
+        rest = splitter.rest()
+        out, block = self._events([rest], final=True) if rest else (self._flush(EVERY_KEY), None)
+        if out or block:
+            yield b"".join(out) + (self.blocked(block) if block else b"")
+
+    def _events(self, raws: list[bytes], final: bool = False) -> tuple[list[bytes], Finding | None]:
+        """What to send for some raw events, up to the one a block rule stops (and that finding)."""
+        out: list[bytes] = []
+        try:
+            for raw in raws:
+                out += self._event(raw, final)
+        except _Blocked as blocked:
+            return out, blocked.finding
+        return out, None
+
+    # -------------------------------------------------------- one event
+
+    def _event(self, raw: bytes, final: bool = False) -> list[bytes]:
+        """What to send for one raw event: flush events for keys it ends, then the event itself."""
+        data = _data(raw)
+        payload = None
+        if data is not None and data != _DONE:
+            try:
+                payload = codec.loads(data)
+            except codec.JSONDecodeError:
+                pass  # not JSON: passed through as it came
+        if isinstance(payload, dict):
+            return self._payload(raw, payload, final)
+        return [*self._flush(EVERY_KEY), raw] if final or data == _DONE else [raw]
+
+    def _payload(self, raw: bytes, payload: dict[str, Any], final: bool) -> list[bytes]:
+        scopes = stream_ends(self.endpoint, payload)
+        if final:
+            scopes.append(EVERY_KEY)
+        findings: list[Finding] = []
+        changed = False
+        slots = stream_slots(self.endpoint, payload)
+        for key, slot in slots:
+            changed |= self._delta(key, slot, (raw, payload), scopes, findings)
+        if self.holdback:
+            snapshots = stream_snapshots(self.endpoint, payload)
+            changed |= self._snapshots(snapshots, findings)
+            if slots or snapshots:
+                changed |= drop_logprobs(self.endpoint, payload)
+        if findings:
+            self._settle(findings)
+        out = [piece for scope in scopes for piece in self._flush(scope)] if scopes else []
+        out.append(_Event.parse(raw).render(payload) if changed else raw)
+        return out
+
+    def _delta(
+        self, key: str, slot: Slot, event: tuple[bytes, dict[str, Any]], scopes: list[str], findings: list[Finding]
+    ) -> bool:
+        """Scan one delta on `key`; put what may be released in its place. True if that changed it."""
+        text = slot.get()
+        last = bool(scopes) and any(ended(key, scope) for scope in scopes)
+        if not text and not last:
+            return False
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _Key()
+        released = self._feed(state, text, last, findings)
+        if self.holdback:
+            state.template = event
+        if last:
+            del self._keys[key]
+        if released == text:
+            return False
+        slot.set(released)
+        return True
+
+    def _snapshots(self, snapshots: list[Slot], findings: list[Finding]) -> bool:
+        """Redact the full texts a Responses event restates (done events, output items, responses)."""
+        changed = False
+        for slot in snapshots:
+            text = slot.get()
+            redacted, found = apply(self.rules, text)
+            findings += found
+            if redacted != text:
+                slot.set(redacted)
+                changed = True
+        return changed
+
+    def _settle(self, findings: list[Finding]) -> None:
+        """Record the first finding of each rule; raise _Blocked if a block rule matched."""
+        for finding in _first_per_rule(findings, self._recorded):
+            self.record(finding)
+        block = strictest([f for f in findings if f.rule.action == "block"])
+        if block is not None:
+            raise _Blocked(block)
+
+    # -------------------------------------------------------- the carry-over and the held-back text
+
+    def _feed(self, state: _Key, delta: str, last: bool, findings: list[Finding]) -> str:
+        """Scan `delta` after the key's carry and held-back text; new findings (spans in the key's whole
+        text) are added to `findings`. Returns the text that may be released now (all when `last`), redacted.
+
+        Each rule scans only its own window of text before the delta: a hit is found once, when the text
+        it ends in arrives; the redactions found in text still held back are kept with the key."""
+        base = len(state.context)
+        fresh = base + len(state.pending)
+        text = state.context + state.pending + delta
+        offset = state.offset  # where `text` starts in the key's whole text
+        if delta:
+            for rule, window in self._scans:
+                start = max(0, fresh - window)
+                for hit in rule.check.scan(text[start:] if start else text):
+                    if hit.end + start > fresh:
+                        found = Finding(rule, Hit(hit.start + start + offset, hit.end + start + offset, hit.label))
+                        findings.append(found)
+                        if rule.action == "redact":
+                            state.spans.append(found)
+        if not self.holdback:
+            state.context = _tail(text, self.window)
+            state.offset += len(text) - len(state.context)
+            return delta
+        spans = [(max(f.hit.start - offset, base), f.hit.end - offset, f) for f in state.spans]
+        cut = len(text) if last else _safe_cut(spans, max(base, len(text) - self._keep))
+        done = [Finding(f.rule, Hit(s - base, e - base, f.hit.label)) for s, e, f in spans if e <= cut]
+        state.spans = [f for _, e, f in spans if e > cut]
+        state.context = _tail(text[:cut], self.window)
+        state.offset += cut - len(state.context)
+        state.pending = text[cut:]
+        released = text[base:cut]
+        return redact(released, done) if done else released
+
+    def _flush(self, scope: str) -> list[bytes]:
+        """Synthesized delta events releasing the held-back text of the keys `scope` ends (a key the
+        ending event itself carries was flushed into it and is gone already); their state is dropped."""
+        out: list[bytes] = []
+        for key in [key for key in self._keys if ended(key, scope)]:
+            state = self._keys.pop(key)
+            if not state.pending or state.template is None:
+                continue
+            text = self._feed(state, "", True, [])
+            raw, template = state.template
+            payload = stream_delta_event(self.endpoint, template, key, text)
+            if payload is not None and text:
+                out.append(_Event.parse(raw).render(payload))
+        return out
+
+
+def _tail(text: str, size: int) -> str:
+    return text[-size:] if size > 0 else ""
+
+
+def _safe_cut(spans: list[tuple[int, int, Finding]], cut: int) -> int:
+    """Move `cut` back to the start of a redaction it falls inside (overlapping spans merged, as
+    base.redact merges them), so a match is never released in part."""
+    start = end = -1
+    for span_start, span_end, _ in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if span_start < end:  # overlaps the merged span: extend it
+            end = max(end, span_end)
+            continue
+        if start < cut < end:
+            return start
+        start, end = span_start, span_end
+    return start if start < cut < end else cut

@@ -1,0 +1,228 @@
+"""The policy file format: what a file in policies/ may say, validated completely when it loads.
+
+    policies:
+      - name: baseline                 # unique across all files
+        description: ...
+        mode: enforce | shadow         # shadow: every rule's action is only recorded
+        match: {teams: [], keys: [], key_tags: [], models: [], routes: []}   # empty = any; globs for models
+        rules:
+          - {name: no-secrets, kind: secrets, action: block, where: [input, output], message: "..."}
+
+Rule kinds: models, max_input_tokens, max_tokens, terms, regex, secrets, injection, topics, metadata (each
+below). Actions: block, redact, warn, shadow. Parameters are checked here, with file, line and field in
+every error: an invalid or catastrophic regular expression, an unknown secret kind, a redact action on a
+rule that cannot redact. `policies/policy.schema.json` is generated from these classes (gateway policy schema).
+"""
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from gateway.guardrails.credentials import KINDS as SECRET_KINDS
+from gateway.guardrails.text import check_pattern
+
+FORBID = ConfigDict(extra="forbid")
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
+Text = Annotated[str, StringConstraints(min_length=1)]
+Route = Literal["chat/completions", "completions", "embeddings", "responses"]
+Action = Literal["block", "redact", "warn", "shadow"]
+Where = Literal["input", "output"]
+BOTH: tuple[Where, ...] = ("input", "output")
+
+
+def _pattern(value: str) -> str:
+    problem = check_pattern(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _secret_kind(value: str) -> str:
+    if value not in SECRET_KINDS:
+        raise ValueError(f"unknown secret kind {value!r}; known: {', '.join(sorted(SECRET_KINDS))}")
+    return value
+
+
+Pattern = Annotated[str, AfterValidator(_pattern)]
+SecretKind = Annotated[str, AfterValidator(_secret_kind)]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which requests a policy applies to. Fields combine with AND, list items with OR; an empty list is any.
+
+    A policy with `keys` or `key_tags` is a key policy, else with `teams` a team policy, else a global one.
+    """
+
+    __pydantic_config__ = FORBID
+    teams: tuple[Text, ...] = ()
+    keys: tuple[Text, ...] = ()
+    key_tags: tuple[Text, ...] = ()
+    models: tuple[Text, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleBase:
+    __pydantic_config__ = FORBID
+    name: Name
+    action: Action = "block"
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _no_redact(self) -> "RuleBase":
+        if self.action == "redact" and not self.can_redact():
+            raise ValueError(f"a {vars(self).get('kind')} rule cannot redact; use block, warn or shadow")
+        return self
+
+    def can_redact(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextRuleBase(RuleBase):
+    """A rule over the text a model receives (`input`) and the text it answers (`output`, streams included)."""
+
+    where: tuple[Where, ...] = BOTH
+    replacement: str = "[REDACTED]"
+
+    def can_redact(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelsRule(RuleBase):
+    """Models (names clients use; globs) that may or may not be used. A deny beats an allow."""
+
+    kind: Literal["models"]
+    allow: tuple[Text, ...] | None = None
+    deny: tuple[Text, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxInputTokensRule(RuleBase):
+    """The prompt's size in tokens: tiktoken for OpenAI models, a conservative estimate otherwise."""
+
+    kind: Literal["max_input_tokens"]
+    limit: Annotated[int, Field(ge=1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxTokensRule(RuleBase):
+    """A cap on the answer's length (max_tokens, max_completion_tokens, max_output_tokens).
+
+    block refuses a request asking for more; redact lowers the request's value to the cap, and sets it when
+    the request has none."""
+
+    kind: Literal["max_tokens"]
+    limit: Annotated[int, Field(ge=1)]
+
+    def can_redact(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class TermsRule(TextRuleBase):
+    """Denied terms: case-insensitive with Unicode case folding, on word boundaries (none needed in CJK)."""
+
+    kind: Literal["terms"]
+    terms: Annotated[tuple[Text, ...], Field(min_length=1)]
+    word_boundary: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegexRule(TextRuleBase):
+    """Regular expressions (the `regex` module's syntax); patterns that can backtrack exponentially are refused,
+    and every scan runs under a time bound. `window`: the longest match for unbounded patterns in streams."""
+
+    kind: Literal["regex"]
+    patterns: Annotated[tuple[Pattern, ...], Field(min_length=1)]
+    ignore_case: bool = True
+    window: Annotated[int, Field(ge=1, le=65536)] = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretsRule(TextRuleBase):
+    """Credentials in prompts or answers: API keys, tokens, private keys (all kinds unless listed)."""
+
+    kind: Literal["secrets"]
+    kinds: tuple[SecretKind, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InjectionRule(RuleBase):
+    """Prompt-injection and jailbreak heuristics on the input; fires when the matched weights reach `threshold`."""
+
+    kind: Literal["injection"]
+    threshold: Annotated[float, Field(gt=0)] = 1.0
+    extra_patterns: tuple[Pattern, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicsRule(TextRuleBase):
+    """Restricted topics, each a keyword set; a topic is hit at `min_hits` keyword occurrences."""
+
+    kind: Literal["topics"]
+    topics: dict[Text, Annotated[tuple[Text, ...], Field(min_length=1)]]
+    min_hits: Annotated[int, Field(ge=1)] = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetadataRule(RuleBase):
+    """Metadata a request must carry: body fields (e.g. `user`) and headers (e.g. `x-purpose`), non-empty."""
+
+    kind: Literal["metadata"]
+    body_fields: tuple[Text, ...] = ()
+    headers: tuple[Text, ...] = ()
+
+    @model_validator(mode="after")
+    def _something_required(self) -> "MetadataRule":
+        if not self.body_fields and not self.headers:
+            raise ValueError("a metadata rule needs body_fields or headers")
+        return self
+
+
+Rule = Annotated[
+    ModelsRule
+    | MaxInputTokensRule
+    | MaxTokensRule
+    | TermsRule
+    | RegexRule
+    | SecretsRule
+    | InjectionRule
+    | TopicsRule
+    | MetadataRule,
+    Field(discriminator="kind"),
+]
+TEXT_KINDS = (TermsRule, RegexRule, SecretsRule, InjectionRule, TopicsRule)
+
+
+@dataclass(frozen=True)
+class Policy:
+    __pydantic_config__ = FORBID
+    name: Name
+    rules: tuple[Rule, ...]
+    description: str = ""
+    mode: Literal["enforce", "shadow"] = "enforce"
+    match: Match = field(default_factory=Match)
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> "Policy":
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate rule names: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def level(self) -> Literal["global", "team", "key"]:
+        if self.match.keys or self.match.key_tags:
+            return "key"
+        return "team" if self.match.teams else "global"
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    __pydantic_config__ = FORBID
+    policies: tuple[Policy, ...]
