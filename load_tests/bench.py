@@ -80,6 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--routed-deployments", type=int, default=3, help="also run the gateway with N weighted deployments (0: skip)"
     )
     parser.add_argument(
+        "--policies",
+        default=str(REPO / "policies"),
+        help="also run the gateway enforcing this policy directory ('' to skip); the shipped baseline by default",
+    )
+    parser.add_argument(
         "--stream-requests", type=int, default=200, help="streaming requests per measurement, 0 to skip"
     )
     parser.add_argument("--chunk-delay-ms", type=float, default=0, help="mock delay between SSE chunks")
@@ -248,21 +253,25 @@ def routed_yaml(port: int, mock_url: str, count: int) -> str:
     )
 
 
-def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1) -> None:
+def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: str = "") -> None:
     port = procs.free_port()
-    config = run.work / f"gateway-{deployments}.yaml"
+    config = run.work / f"gateway-{deployments}{'-policies' if policies else ''}.yaml"
     text = (
         GATEWAY_YAML.format(port=port, mock_url=mock.url)
         if deployments == 1
         else routed_yaml(port, mock.url, deployments)
     )
+    if policies:
+        text += f"policies: {{dir: {Path(policies).resolve()}}}\n"
     config.write_text(text)
     target, client = ("gateway", "-") if deployments == 1 else ("gateway (routed)", f"{deployments} deployments")
+    if policies:
+        target, client = "gateway + policies", Path(policies).name + "/"
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
     argv = [part.format(**fields) for part in shlex.split(run.args.gateway_cmd)]
     server = procs.start(
-        "gateway" if deployments == 1 else f"gateway-{deployments}-deployments",
+        target.replace(" + ", "-").replace(" (routed)", f"-{deployments}-deployments"),
         argv,
         SERVER_CORE,
         f"http://127.0.0.1:{port}",
@@ -276,7 +285,7 @@ def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1) -> None:
     try:
         load(run, target, client, server, f"Bearer {key}")
         if deployments == 1:
-            stream_load(run, "gateway", server, f"Bearer {key}")
+            stream_load(run, target, server, f"Bearer {key}")
         server.note_rss("after load")
     finally:
         procs.stop(server)
@@ -304,6 +313,8 @@ def execute(run: Run) -> None:
     else:
         try:
             bench_gateway(run, mock)
+            if run.args.policies:
+                bench_gateway(run, mock, policies=run.args.policies)
             if run.args.routed_deployments > 1:
                 bench_gateway(run, mock, run.args.routed_deployments)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

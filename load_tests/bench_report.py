@@ -92,6 +92,22 @@ def routing_cost(results: list[WrkResult]) -> list[str]:
     return table(["concurrency", "routed as", "1 deployment req/s", "routed req/s", "routed / 1 deployment"], rows)
 
 
+def policy_cost(results: list[WrkResult]) -> list[str]:
+    """The gateway enforcing a policy directory over the same gateway with none, per concurrency."""
+    plain = {r.concurrency: r for r in results if r.target == "gateway"}
+    enforced = [r for r in results if r.target == "gateway + policies" and r.concurrency in plain]
+    if not enforced:
+        return ["(not measured: needs --policies and a gateway run)"]
+    rows = [
+        [r.concurrency, r.client, f"{plain[r.concurrency].rps:,.0f}", f"{r.rps:,.0f}",
+         f"{r.rps / plain[r.concurrency].rps:.2f}" if plain[r.concurrency].rps else "-",
+         f"{r.p50_ms - plain[r.concurrency].p50_ms:+.2f}", f"{r.p99_ms - plain[r.concurrency].p99_ms:+.2f}"]
+        for r in enforced
+    ]  # fmt: skip
+    header = ["concurrency", "policies", "no policy req/s", "policies req/s", "ratio", "Δp50 ms", "Δp99 ms"]
+    return table(header, rows)
+
+
 def added_latency(results: list[WrkResult]) -> list[str]:
     """Gateway minus direct p50/p99 at the lowest concurrency measured."""
     lowest = min((r.concurrency for r in results), default=None)
@@ -170,6 +186,7 @@ def render(
     parts += ["", "## Gateway vs bare pass-through", "", *ratios(results)]
     parts += ["", "## Latency the gateway adds over the mock", "", *added_latency(results)]
     parts += ["", "## Routing cost: several deployments behind one model name", "", *routing_cost(results)]
+    parts += ["", "## Policy cost: the gateway enforcing a policy directory", "", *policy_cost(results)]
     parts += ["", "## Streaming chat completions", "", *(streaming(streams) if streams else ["(not measured)"])]
     parts += ["", "## Memory (VmRSS, process and children)", "", *memory(servers)]
     parts += [

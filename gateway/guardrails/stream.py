@@ -107,13 +107,23 @@ class _Splitter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        searched = max(0, len(self._buffer) - 3)  # a terminator may have begun in the last bytes
-        buffer = self._buffer + chunk
+        """The events `chunk` completes. A blank line is "\n\n" or "\n\r\n" after a line's end, so only
+        the line feeds are looked at (bytes.find, faster than a regex here)."""
+        old = len(self._buffer)
+        buffer = self._buffer + chunk if old else chunk
         events: list[bytes] = []
         start = 0
-        for match in _BOUNDARY.finditer(buffer, searched):
-            events.append(buffer[start : match.end()])
-            start = match.end()
+        at = max(0, old - 2)  # a line feed in the last two bytes may not have been decided yet
+        while (at := buffer.find(b"\n", at)) >= 0:
+            if buffer[at + 1 : at + 2] == b"\n":
+                end = at + 2
+            elif buffer[at + 1 : at + 3] == b"\r\n":
+                end = at + 3
+            else:
+                at += 1
+                continue
+            events.append(buffer[start:end])
+            start = at = end
         self._buffer = buffer[start:]
         return events
 

@@ -10,9 +10,10 @@ of OpenAI's official files; tiktoken cannot download them here), checked against
 they load. The split pattern and special tokens come from tiktoken's own `tiktoken_ext.openai_public`: its
 o200k_base()/cl100k_base() run with their file loader swapped for one that reads the vendored copy.
 
-Other models get a conservative estimate: per text, ceil(ASCII characters / 4) plus one token per non-ASCII
-character (English runs about 4 characters a token; CJK and other scripts about one or more characters a
-token, so one per character rarely undercounts).
+Other models get an estimate: per text, ceil(ASCII characters / 4) plus one token per non-ASCII character.
+Measured against o200k_base/cl100k_base it is close or above for prose and code (English 0.93-1.0 of the real
+count, German 1.08, Chinese 0.97-1.4, Russian 1.7), but NOT an upper bound for dense text: JSON ~0.6, digit
+runs ~0.5, base64 ~0.35, emoji ~0.4 of the real count.
 
 Either way, `messages > 0` adds OpenAI's chat overhead: 3 tokens per message and 3 priming the reply.
 

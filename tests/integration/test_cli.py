@@ -146,6 +146,13 @@ def test_demo_serves_a_first_answer_and_prints_ready_to_paste_snippets(tmp_path:
             except httpx.ConnectError:
                 time.sleep(0.1)
         assert answer.json()["choices"][0]["message"]["content"] == "Echo: Hello"
+        assert (tmp_path / ".gateway-demo" / "policies" / "baseline.yaml").exists()
+        blocked = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"}]},
+        )
+        assert blocked.status_code == 400 and blocked.json()["error"]["rule"] == "no-credentials"
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=15)

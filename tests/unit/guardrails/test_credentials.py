@@ -127,7 +127,7 @@ def test_only_the_selected_kinds_are_looked_for() -> None:
 
 def test_an_unknown_kind_is_refused_listing_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match="unknown secret kind 'aws_key'; known kinds: aws_access_key_id, .*gateway_key"
+        ValueError, match=r"unknown secret kind 'aws_key'; known kinds: aws_access_key_id, .*gateway_key"
     ):
         Secrets(["github_token", "aws_key"])
     with pytest.raises(ValueError, match="no secret kinds"):

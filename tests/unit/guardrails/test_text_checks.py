@@ -112,7 +112,7 @@ def test_the_longest_term_wins_where_terms_overlap() -> None:
 
 @pytest.mark.parametrize("terms", [["ok", ""], ["ok", "   "], ["ok", "\t\n"]])
 def test_empty_terms_are_refused_naming_their_position(terms: list[str]) -> None:
-    with pytest.raises(ValueError, match="term 2 .* is empty"):
+    with pytest.raises(ValueError, match=r"term 2 .* is empty"):
         Terms(terms)
 
 
