@@ -11,20 +11,25 @@ KINDS, each a case-sensitive pattern plus, where it keeps false positives down, 
     openai_api_key         sk-..., sk-proj-..., sk-svcacct-..., sk-admin-... with 32-256 characters after
                            `sk-`: mixed case and digits, and a run of 20 letters/digits (not a hyphenated name)
     anthropic_api_key      sk-ant-<type><version>-... with 32-200 more characters, same randomness test
-    github_token           ghp_/gho_/ghu_/ghs_/ghr_ + 36 or more letters/digits; github_pat_<22>_<59>
+    github_token           ghp_/gho_/ghu_/ghs_/ghr_ + 36 or more letters/digits; github_pat_ + 60 or more
     slack_token            xoxa-/xoxb-/xoxp-/xoxr-/xoxs- + 1-3 numeric parts + a random part
     slack_webhook          https://hooks.slack.com/services|workflows|triggers/T.../.../<secret>
     google_api_key         AIza + 35 characters
     stripe_key             sk_live_/rk_live_ + 24 or more letters/digits
     jwt                    three base64url parts whose first decodes to a JSON object with "alg"
-    private_key            -----BEGIN ... PRIVATE KEY----- up to its END line, or, when the END line is
-                           missing, the base64 lines that follow; needs a 40-character base64 run
+    private_key            -----BEGIN ... PRIVATE KEY----- up to its END line (within 6000 characters:
+                           an RSA-4096 key fits), or, when the END line is missing, the base64 lines of
+                           16-80 characters that follow (prose after them is not taken); also with the line
+                           breaks escaped as \\n inside a JSON string. Needs a 40-character base64 run.
     gateway_key            this gateway's virtual keys: gk- + 12 hex + "." + 43 base64url characters
 
 Every token must stand alone (no token character right before or after it), so a key-like run inside a longer
 base64 blob, a UUID or a hash does not match; random parts must have some entropy, so documentation
 placeholders (XXXX..., 0000...) do not match. A scan that runs out of time fails closed (one hit over the
 whole text labelled "<kind> timed out").
+
+The window is the longest match of the selected kinds: with private_key ~6.7k characters, jwt ~4.4k, the
+others under 300.
 """
 
 import base64
@@ -32,8 +37,9 @@ import binascii
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import regex
@@ -101,10 +107,6 @@ _BASE64_RUN = regex.compile(r"[A-Za-z0-9+/]{40}")
 
 def _key_body(match: Any) -> bool:
     return _BASE64_RUN.search(match.group("block") or match.group("lines")) is not None
-
-
-def _always(match: Any) -> bool:
-    return True
 
 
 # A token character may not come right before or after a token (it would be part of something longer).
@@ -191,7 +193,9 @@ def _detector(kind: str, pattern: str, validate: Validator) -> Detector:
     return Detector(kind, regex.compile(pattern, regex.V0), validate, width + CONTEXT)
 
 
-KINDS: dict[str, Detector] = {kind: _detector(kind, pattern, validate) for kind, pattern, validate in _TABLE}
+KINDS: Mapping[str, Detector] = MappingProxyType(
+    {kind: _detector(kind, pattern, validate) for kind, pattern, validate in _TABLE}
+)
 
 
 class Secrets:

@@ -2,9 +2,9 @@
 
 The stream is checked incrementally. Each logical text stream of the answer (a choice's content, a tool
 call's arguments, a Responses output part: the stream keys of gateway.guardrails.texts) keeps a carry-over
-of its last `window` characters (the longest match of any rule), and every text delta is scanned together
-with that carry, so a match split across deltas, events or network chunks is found; only hits that end in
-the new text count, so none is reported twice.
+of its last `window` characters (the longest match of any rule), and each rule scans a text delta together
+with the last `rule.check.window` characters before it, so a match split across deltas, events or network
+chunks is found; only hits that end in the new text count, so none is reported twice.
 
     block          record the finding, send the error event `blocked(finding)`, end the stream; the
                    offending event and everything after it never reach the client

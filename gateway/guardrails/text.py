@@ -27,10 +27,11 @@ boundary ("secret" is found in "这是secret文件").
 import bisect
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parser  # type: ignore[attr-defined]
+from types import MappingProxyType
 from typing import Any
 
 import regex
@@ -344,16 +345,18 @@ _MAXREPEAT: int = sre_constants.MAXREPEAT
 _OPEN_SPAN = 16
 # Characters tried when asking whether two character sets overlap, besides the ones the sets name.
 _SAMPLE_CHARS = "".join(map(chr, range(0x180))) + "ßſΩωЯя中あアกລក၀٣४\u00a0\u2028\u200b\u3000😀ǅﬀİı"
-_CATEGORIES: dict[str, Any] = {
-    "CATEGORY_DIGIT": regex.compile(r"\d"),
-    "CATEGORY_NOT_DIGIT": regex.compile(r"\D"),
-    "CATEGORY_SPACE": regex.compile(r"\s"),
-    "CATEGORY_NOT_SPACE": regex.compile(r"\S"),
-    "CATEGORY_WORD": regex.compile(r"\w"),
-    "CATEGORY_NOT_WORD": regex.compile(r"\W"),
-    "CATEGORY_LINEBREAK": regex.compile(r"\n"),
-    "CATEGORY_NOT_LINEBREAK": regex.compile(r"[^\n]"),
-}
+_CATEGORIES: Mapping[str, Any] = MappingProxyType(
+    {
+        "CATEGORY_DIGIT": regex.compile(r"\d"),
+        "CATEGORY_NOT_DIGIT": regex.compile(r"\D"),
+        "CATEGORY_SPACE": regex.compile(r"\s"),
+        "CATEGORY_NOT_SPACE": regex.compile(r"\S"),
+        "CATEGORY_WORD": regex.compile(r"\w"),
+        "CATEGORY_NOT_WORD": regex.compile(r"\W"),
+        "CATEGORY_LINEBREAK": regex.compile(r"\n"),
+        "CATEGORY_NOT_LINEBREAK": regex.compile(r"[^\n]"),
+    }
+)
 
 _Item = tuple[Any, Any]  # (opcode, argument) of the `re` parser
 

@@ -17,8 +17,9 @@ runs ~0.5, base64 ~0.35, emoji ~0.4 of the real count.
 
 Either way, `messages > 0` adds OpenAI's chat overhead: 3 tokens per message and 3 priming the reply.
 
-Loading o200k_base takes ~0.4 s and ~80 MB the first time: the policy loader should call `encoding(name)` for
-the models its rules cover, so the first request does not pay for it.
+Loading o200k_base takes ~0.4 s and ~80 MB the first time, so it happens only when a prompt could exceed a
+limit: `upper_bound` (the UTF-8 bytes) settles every prompt shorter than the limit without a tokenizer, and the
+CheckInput stage loads the encoding in a worker thread before the first count that needs it.
 """
 
 import base64
@@ -27,8 +28,9 @@ import gzip
 import hashlib
 import math
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import tiktoken
@@ -36,10 +38,12 @@ from tiktoken_ext import openai_public
 
 DATA = Path(__file__).parent / "data"
 # The decompressed SHA-256 of OpenAI's official files (the same that tiktoken_ext.openai_public expects).
-SHA256 = {
-    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-}
+SHA256: Mapping[str, str] = MappingProxyType(
+    {
+        "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    }
+)
 # Chat overhead per message, and for priming the reply (OpenAI's counting for current chat models).
 TOKENS_PER_MESSAGE = 3
 TOKENS_FOR_REPLY = 3
@@ -75,6 +79,14 @@ def count(texts: Sequence[str], model: str, messages: int = 0) -> int:
     if messages > 0:
         total += TOKENS_PER_MESSAGE * messages + TOKENS_FOR_REPLY
     return total
+
+
+def upper_bound(texts: Sequence[str], messages: int = 0) -> int:
+    """A bound no count exceeds, computed in about a microsecond per kilobyte: the UTF-8 bytes (every BPE token,
+    and every estimated token, is at least one byte), plus the chat overhead. Texts within a limit by this
+    bound need no tokenizer at all."""
+    total = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+    return total + (TOKENS_PER_MESSAGE * messages + TOKENS_FOR_REPLY if messages > 0 else 0)
 
 
 def estimate(text: str) -> int:

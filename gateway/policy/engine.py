@@ -8,7 +8,7 @@ it is refused, so shadow and warn decisions are recorded on blocked requests too
 """
 
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +91,11 @@ def check_input(
     headers: Mapping[str, str],
     provider: str,
     decisions: list[Decision],
+    tokenizer_model: str | None = None,
 ) -> bool:
-    """Check a request; rewrite `body` where a rule redacts. True if the body changed; PolicyViolation if blocked."""
+    """Check a request; rewrite `body` where a rule redacts. True if the body changed; PolicyViolation if blocked.
+
+    Tokens are counted as `tokenizer_model` counts them (the upstream's model name), else as `model` would."""
     recorder = Recorder(effective.revision, decisions)
     model = str(body.get("model", ""))
     for ref, models_rule in effective.models:
@@ -112,10 +115,12 @@ def check_input(
         changed |= _check_texts(effective.input_text, slots, texts, recorder)
         if changed:
             texts = [slot.get() for slot in slots]
+    messages = len(body["messages"]) if endpoint == "chat/completions" else 0
     for ref, limit in effective.input_tokens:
         started = time.perf_counter()
-        messages = len(body["messages"]) if endpoint == "chat/completions" else 0
-        count = tokens.count(texts, model, messages=messages)
+        if tokens.upper_bound(texts, messages) <= limit.limit:
+            continue
+        count = tokens.count(texts, tokenizer_model or model, messages=messages)
         if count > limit.limit:
             recorder.add(ref, "input", f"{count} input tokens > {limit.limit}", started)
     recorder.raise_if_blocked()
@@ -123,7 +128,7 @@ def check_input(
 
 
 def _cap_max_tokens(
-    effective: Effective, endpoint: str, body: MutableMapping[str, Any], provider: str, recorder: Recorder
+    effective: Effective, endpoint: str, body: dict[str, Any], provider: str, recorder: Recorder
 ) -> bool:
     fields = MAX_TOKEN_FIELDS.get(endpoint)
     if not fields or not effective.max_tokens:

@@ -9,9 +9,11 @@ happen meanwhile. A block on input answers 400 `policy_violation` without callin
 JSON answer replaces it with that 400; a block in a stream that has started ends it with an error event.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from gateway import codec
+from gateway.guardrails import tokens
 from gateway.guardrails.base import Finding
 from gateway.guardrails.stream import StreamGuard, scan_json
 from gateway.pipeline import RequestContext
@@ -19,6 +21,7 @@ from gateway.policy.engine import Recorder, check_input, violation, warnings
 from gateway.policy.loader import PolicyStore
 
 WARNINGS_HEADER = "x-gateway-policy-warnings"
+OFF_LOOP_BYTES = 64 * 1024
 
 
 class ResolvePolicy:
@@ -33,12 +36,28 @@ class ResolvePolicy:
 
 
 class CheckInput:
+    """Small requests are checked on the event loop (microseconds); a large body, whose scans and token count
+    take milliseconds, is checked in a worker thread, and a tokenizer is loaded (once) in one too."""
+
     async def __call__(self, ctx: RequestContext) -> None:
-        assert ctx.policy is not None and ctx.model is not None
-        if not ctx.policy.checks_input:
+        effective, model = ctx.policy, ctx.model
+        assert effective is not None and model is not None
+        if not effective.checks_input:
             return
-        provider = ctx.model.deployments[0].provider
-        if check_input(ctx.policy, ctx.endpoint, ctx.body, ctx.headers, provider, ctx.decisions):
+        deployment = model.deployments[0]
+        # count tokens as the upstream model does, or as the name clients use if only that one is known
+        tokenizer = deployment.upstream_model if tokens.encoding_for(deployment.upstream_model) else model.name
+        size = len(ctx.raw_body)
+        if effective.input_tokens and size > min(rule.limit for _, rule in effective.input_tokens):
+            encoding = tokens.encoding_for(tokenizer)
+            if encoding is not None:
+                await asyncio.to_thread(tokens.encoding, encoding)
+        args = (effective, ctx.endpoint, ctx.body, ctx.headers, deployment.provider, ctx.decisions, tokenizer)
+        if size > OFF_LOOP_BYTES:
+            changed = await asyncio.to_thread(check_input, *args)
+        else:
+            changed = check_input(*args)
+        if changed:
             ctx.raw_body = codec.dumps(ctx.body)
 
 
