@@ -111,6 +111,7 @@ def test_the_shipped_example_config_loads() -> None:
     loaded = settings.load(example)
     assert {m.name for m in loaded.models} >= {"gpt-4o-mini", "gpt-4o"}
     assert all(d.api_key == "env:OPENAI_API_KEY" for m in loaded.models for d in m.deployments)
+    assert loaded.policy_dir is not None and (loaded.policy_dir / "baseline.yaml").exists()
 
 
 def test_a_model_takes_either_the_short_form_or_deployments(tmp_path: Path) -> None:
