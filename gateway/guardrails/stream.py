@@ -25,9 +25,20 @@ redacted too; without one they pass untouched (their text was checked as deltas)
 log probabilities are dropped from every event with text (and from a redacted JSON answer): they spell out
 the original tokens, and no longer line up with the shifted deltas anyway.
 
-Without a redact rule nothing is held back, so a decision is made with the text seen so far: a check that
-looks at the character after a match (a word boundary) sees the end of the delta there, and may find a
-term the next delta would have extended into a longer word ("class" + "ification").
+Tentative findings: a hit that ends exactly at the end of its key's text so far may not survive more text
+(a check that looks at the character after a match, like a word boundary, sees the end of the text there:
+"class" is found in "class", not in "class" + "ification"). Such a finding, of any rule, is tentative: it
+is neither recorded nor acted on, and the key's next text is scanned together with it again (the scan of a
+delta counts hits that end at or after the end of the text before it). It is confirmed when the rescan
+still finds a hit there (a block then blocks at that event), or when the key ends (the key's ending event,
+`[DONE]`, the end of the source: the text really ends there); if the rescan finds nothing, it is gone.
+While a finding is tentative its text must not reach the client:
+  - without a redact rule, the event that carried it is held back, as its original bytes, together with
+    every event after it (other keys', events without text), in order, until no finding is tentative;
+    then they go out unchanged, or, on a block, never;
+  - with a redact rule, the text of a tentative hit is held back like a match (the release never cuts
+    into it), so events go on flowing with the text before it.
+An event that makes nothing tentative (the usual case) goes out at once, in the network chunk it came in.
 
 Fast path: an event whose text is unchanged goes out as its original bytes; only changed events are
 re-serialised. Malformed input (non-JSON data, broken UTF-8, odd shapes) passes through, nothing raises.
@@ -184,13 +195,15 @@ def _field_value(line: bytes) -> bytes:
 @dataclass(slots=True)
 class _Key:
     """The state of one stream key: the raw text before `pending` (the carry), the raw text held back,
-    where the carry starts in the key's whole text, the redactions found in the held-back text (spans in
-    the whole text), and the last event that carried a delta on it (the template of a flush event)."""
+    where the carry starts in the key's whole text, the redactions found in the held-back text and the
+    tentative findings (hits ending at the end of the text so far), both as spans in the whole text, and
+    the last event that carried a delta on it (the template of a flush event)."""
 
     context: str = ""
     pending: str = ""
     offset: int = 0
     spans: list[Finding] = field(default_factory=list)
+    tentative: list[Finding] = field(default_factory=list)
     template: tuple[bytes, dict[str, Any]] | None = None
 
 
@@ -219,6 +232,8 @@ class StreamGuard:
         self._keep = max(self.window - 1, 0) if self.holdback else 0
         self._keys: dict[str, _Key] = {}
         self._recorded: set[int] = set()
+        self._unsure = 0  # how many keys have tentative findings
+        self._held: list[bytes] = []  # events held back behind a tentative finding (no redact rule)
 
     async def run(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The checked stream: one piece per network chunk that completed an event, forwarded or rewritten;
@@ -235,19 +250,34 @@ class StreamGuard:
             if block:
                 return
         rest = splitter.rest()
-        out, block = self._events([rest], final=True) if rest else (self._flush(EVERY_KEY), None)
+        out, block = self._events([rest] if rest else [], final=True)
         if out or block:
             yield b"".join(out) + (self.blocked(block) if block else b"")
 
     def _events(self, raws: list[bytes], final: bool = False) -> tuple[list[bytes], Finding | None]:
-        """What to send for some raw events, up to the one a block rule stops (and that finding)."""
+        """What to send for some raw events, up to the one a block rule stops (and that finding); `final`:
+        the source ends after them (with no raw events: just end every key)."""
         out: list[bytes] = []
         try:
             for raw in raws:
-                out += self._event(raw, final)
+                out += self._release(self._event(raw, final))
+            if final and not raws:
+                out += self._release(self._ending([EVERY_KEY], []))
         except _Blocked as blocked:
+            self._held = []  # held events come after a tentative finding's start: never sent
             return out, blocked.finding
         return out, None
+
+    def _release(self, out: list[bytes]) -> list[bytes]:
+        """What may go out now of one event's pieces: nothing while a finding is tentative and nothing is
+        held back by redaction (they queue behind the held events), else the held events, then them."""
+        if self._unsure and not self.holdback:
+            self._held += out
+            return []
+        if self._held:
+            out = self._held + out
+            self._held = []
+        return out
 
     # -------------------------------------------------------- one event
 
@@ -262,7 +292,7 @@ class StreamGuard:
                 pass  # not JSON: passed through as it came
         if isinstance(payload, dict):
             return self._payload(raw, payload, final)
-        return [*self._flush(EVERY_KEY), raw] if final or data == _DONE else [raw]
+        return [*self._ending([EVERY_KEY], []), raw] if final or data == _DONE else [raw]
 
     def _payload(self, raw: bytes, payload: dict[str, Any], final: bool) -> list[bytes]:
         scopes = stream_ends(self.endpoint, payload)
@@ -278,9 +308,7 @@ class StreamGuard:
             changed |= self._snapshots(snapshots, findings)
             if slots or snapshots:
                 changed |= drop_logprobs(self.endpoint, payload)
-        if findings:
-            self._settle(findings)
-        out = [piece for scope in scopes for piece in self._flush(scope)] if scopes else []
+        out = self._ending(scopes, findings)
         out.append(_Event.parse(raw).render(payload) if changed else raw)
         return out
 
@@ -317,6 +345,14 @@ class StreamGuard:
                 changed = True
         return changed
 
+    def _ending(self, scopes: list[str], findings: list[Finding]) -> list[bytes]:
+        """End the keys `scopes` cover (their tentative findings confirmed, added to `findings`), then act
+        on `findings` (may raise _Blocked); the flush events releasing the ended keys' held-back text."""
+        out = [piece for scope in scopes for piece in self._end(scope, findings)] if scopes else []
+        if findings:
+            self._settle(findings)
+        return out
+
     def _settle(self, findings: list[Finding]) -> None:
         """Record the first finding of each rule; raise _Blocked if a block rule matched."""
         for finding in _first_per_rule(findings, self._recorded):
@@ -329,29 +365,38 @@ class StreamGuard:
 
     def _feed(self, state: _Key, delta: str, last: bool, findings: list[Finding]) -> str:
         """Scan `delta` after the key's carry and held-back text; new findings (spans in the key's whole
-        text) are added to `findings`. Returns the text that may be released now (all when `last`), redacted.
+        text) are added to `findings`, or kept as tentative when they end at the end of the text (unless
+        `last`). Returns the text that may be released now (all when `last`), redacted.
 
         Each rule scans only its own window of text before the delta: a hit is found once, when the text
-        it ends in arrives; the redactions found in text still held back are kept with the key."""
+        it ends in arrives, or, if it ends at the end of that text, again with the next delta (so hits that
+        end at or after the end of the text before the delta count). The redactions found in text still
+        held back and the tentative findings are kept with the key."""
         base = len(state.context)
         fresh = base + len(state.pending)
         text = state.context + state.pending + delta
         offset = state.offset  # where `text` starts in the key's whole text
+        unsure = bool(state.tentative)
         if delta:
-            for rule, window in self._scans:
-                start = max(0, fresh - window)
-                for hit in rule.check.scan(text[start:] if start else text):
-                    if hit.end + start > fresh:
-                        found = Finding(rule, Hit(hit.start + start + offset, hit.end + start + offset, hit.label))
-                        findings.append(found)
-                        if rule.action == "redact":
-                            state.spans.append(found)
+            state.tentative = self._scan(state, text, fresh, last, findings)
+        elif last and unsure:
+            for found in state.tentative:
+                findings.append(found)
+                if found.rule.action == "redact":
+                    state.spans.append(found)
+            state.tentative = []
+        if unsure or state.tentative:
+            self._unsure += bool(state.tentative) - unsure
         if not self.holdback:
             state.context = _tail(text, self.window)
             state.offset += len(text) - len(state.context)
             return delta
         spans = [(max(f.hit.start - offset, base), f.hit.end - offset, f) for f in state.spans]
-        cut = len(text) if last else _safe_cut(spans, max(base, len(text) - self._keep))
+        if last:
+            cut = len(text)
+        else:
+            barriers = spans + [(max(f.hit.start - offset, base), f.hit.end - offset, f) for f in state.tentative]
+            cut = _safe_cut(barriers, max(base, len(text) - self._keep))
         done = [Finding(f.rule, Hit(s - base, e - base, f.hit.label)) for s, e, f in spans if e <= cut]
         state.spans = [f for _, e, f in spans if e > cut]
         state.context = _tail(text[:cut], self.window)
@@ -360,18 +405,42 @@ class StreamGuard:
         released = text[base:cut]
         return redact(released, done) if done else released
 
-    def _flush(self, scope: str) -> list[bytes]:
-        """Synthesized delta events releasing the held-back text of the keys `scope` ends (a key the
-        ending event itself carries was flushed into it and is gone already); their state is dropped."""
+    def _scan(self, state: _Key, text: str, fresh: int, last: bool, findings: list[Finding]) -> list[Finding]:
+        """Run every rule on the end of `text` (the new text starts at `fresh`): confirmed findings go to
+        `findings` (and redactions to the key's spans); returns the tentative ones."""
+        offset = state.offset
+        end = len(text)
+        tentative: list[Finding] = []
+        for rule, window in self._scans:
+            start = max(0, fresh - window)
+            for hit in rule.check.scan(text[start:] if start else text):
+                hit_end = hit.end + start
+                if hit_end < fresh:
+                    continue  # ended in text scanned before
+                found = Finding(rule, Hit(hit.start + start + offset, hit_end + offset, hit.label))
+                if hit_end == end and not last:
+                    tentative.append(found)
+                    continue
+                findings.append(found)
+                if rule.action == "redact":
+                    state.spans.append(found)
+        return tentative
+
+    def _end(self, scope: str, findings: list[Finding]) -> list[bytes]:
+        """End the keys `scope` covers (a key the ending event itself carries ended with it and is gone
+        already): their tentative findings are confirmed into `findings`, their state is dropped, and the
+        result is the synthesized delta events releasing their held-back text."""
         out: list[bytes] = []
         for key in [key for key in self._keys if ended(key, scope)]:
             state = self._keys.pop(key)
-            if not state.pending or state.template is None:
+            if not state.pending and not state.tentative:
                 continue
-            text = self._feed(state, "", True, [])
+            text = self._feed(state, "", True, findings)
+            if state.template is None or not text:
+                continue
             raw, template = state.template
             payload = stream_delta_event(self.endpoint, template, key, text)
-            if payload is not None and text:
+            if payload is not None:
                 out.append(_Event.parse(raw).render(payload))
         return out
 

@@ -1,6 +1,7 @@
 """Policies enforced by a running gateway, seen through the official openai SDK: block, redact, warn, shadow,
 streamed-output blocking, /readyz, and hot reload (file change, SIGHUP, broken files, and changes under load)."""
 
+import shutil
 import signal
 import textwrap
 import threading
@@ -317,3 +318,31 @@ def test_no_request_sees_half_a_change_under_load(policy_gateway: PolicyGateway,
     consistent = {f"file-a/a-{v}, file-b/b-{v}" for v in range(9)}
     assert pairs <= consistent, pairs - consistent
     assert len(pairs) >= 4  # the load saw several revisions
+
+
+def test_every_worker_serves_the_same_revision(policy_gateway: PolicyGateway, tmp_path: Path) -> None:
+    folder = tmp_path / "multi"
+    shutil.copytree(policy_gateway.folder, folder, ignore=shutil.ignore_patterns("*.log"))
+    (folder / "gateway.yaml").write_text((folder / "gateway.yaml").read_text().replace("reload_interval: 0.2", ""))
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    process = start(
+        ["-m", "gateway", "serve", "--config", str(folder / "gateway.yaml"), "--workers", "2"],
+        "/healthz",
+        folder / "gateway.log",
+        env,
+    )
+    try:
+
+        def revisions() -> set[str]:
+            # a new connection each time, so the kernel spreads them over the workers
+            return {httpx.get(process.url + "/readyz").json()["policies"]["revision"] for _ in range(30)}
+
+        assert revisions() == {loader.load(folder / "policies").revision}
+        write_atomically(folder / "policies" / "extra.yaml", "policies:\n  - {name: extra, rules: []}\n")
+        expected = loader.load(folder / "policies").revision
+        deadline = time.monotonic() + 10
+        while revisions() != {expected}:
+            assert time.monotonic() < deadline, "the workers did not converge on the new revision"
+            time.sleep(0.2)
+    finally:
+        process.stop()
