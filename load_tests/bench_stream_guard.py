@@ -8,6 +8,8 @@ chunk, then the finish chunk, the usage chunk and [DONE]) is run through
     (b) a StreamGuard with a 20-term denied-terms block rule and a secrets-like regex block rule,
     (c) the same rules with action redact (text held back, every text event re-serialised),
     (d) as (c), with a term or a secret in about one chunk in fifty (redactions happen),
+    (e) the same rules with action warn on the stream of (d): no text held back, so an event whose text ends
+        in a match (tentative: the next text may extend it into a longer word) is held until the next one,
 and the median time per chunk over several runs is printed. The checks are gateway.guardrails.text's
 `Terms` and `Patterns` when that module is there, else (or with --inline) equivalent plain `regex`
 checks, which separates the guard's own cost from the checks'.
@@ -156,6 +158,7 @@ async def main(count: int, runs: int, inline: bool) -> None:
         ("(b) block: 20 terms + secrets regex", clean, rules("block", inline)),
         ("(c) redact: same rules, no match", clean, rules("redact", inline)),
         ("(d) redact: ~2% of chunks match", dirty, rules("redact", inline)),
+        ("(e) warn: ~2% of chunks match", dirty, rules("warn", inline)),
     ]
     await per_chunk_us(clean, rules("redact", inline), 2)  # warm up (imports, regex caches)
     print(f"{count} content chunks per stream, median of {runs} runs, checks from {checks(inline)[2]}\n")

@@ -1,6 +1,8 @@
 """The stream guard checks SSE answers as they flow, whatever the network chunking, and `scan_json` whole answers.
 
-The checks here are tiny literal-term checks built in this file, so the guard is tested on its own.
+The checks here are mostly tiny literal-term checks built in this file, so the guard is tested on its own;
+the tests of tentative findings (a hit at the end of the text so far, which more text may undo) use the real
+word-boundary `Terms` of gateway.guardrails.text.
 """
 
 import itertools
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.guardrails.base import Action, Finding, Hit, TextRule, apply
 from gateway.guardrails.stream import StreamGuard, scan_json
+from gateway.guardrails.text import Terms
 from gateway.upstream.openai_wire import stream_error_event
 from load_tests import mock_wire as wire
 
@@ -40,6 +43,11 @@ class Term:
 
 def rule(action: Action, term: str, replacement: str = "[REDACTED]") -> TextRule:
     return TextRule("policy", f"{action}-{term}", action, f"no {term}", Term(term), replacement)
+
+
+def word(action: Action, term: str, replacement: str = "[REDACTED]") -> TextRule:
+    """A rule with the real word-boundary `Terms` check: "class" is not found in "classification"."""
+    return TextRule("policy", f"{action}-{term}", action, f"no {term}", Terms([term]), replacement)
 
 
 # ---------------------------------------------------------------- streams and how the client sees them
@@ -187,6 +195,153 @@ async def test_a_clean_stream_under_block_rules_is_forwarded_byte_identical() ->
     stream = chat_stream(["Nothing ", "to see ", "here"])
     run = await guard(cut(stream, range(0, len(stream), 13)), [rule("block", "secret"), rule("warn", "xyz")])
     assert run.data == stream
+    assert run.recorded == []
+
+
+# ---------------------------------------------------------------- tentative findings (a hit at the text's end)
+
+
+CHUNKINGS = [per_event, bytewise, lambda data: [data]]
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+async def test_a_term_the_next_delta_extends_into_a_longer_word_is_not_blocked(chunking: Any) -> None:
+    stream = chat_stream(["class", "ification"])
+    run = await guard(chunking(stream), [word("block", "class")])
+    assert not run.blocked()
+    assert run.data == stream
+    assert run.recorded == []
+
+
+async def test_the_event_with_a_tentative_finding_goes_out_unchanged_with_the_event_that_settles_it() -> None:
+    events = per_event(chat_stream(["class", "ification", " here"]))
+    run = await guard(events, [word("block", "class")])
+    assert run.out == [events[0] + events[1], *events[2:]], "held, then sent in the chunk of the next delta"
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+async def test_a_term_the_next_delta_confirms_is_blocked_and_its_event_never_sent(chunking: Any) -> None:
+    stream = chat_stream(["The class", " is", " full"])
+    pulled: list[int] = []
+    run = await guard(chunking(stream), [word("block", "class")], pulled=pulled)
+    assert run.blocked()
+    assert b"class" not in run.data
+    assert run.chat_text() == ""
+    assert [(f.rule.rule, f.hit.start, f.hit.end) for f in run.recorded] == [("block-class", 4, 9)]
+    if chunking is per_event:
+        assert pulled == [0, 1], "blocked at the event that confirmed it"
+
+
+def ending_with(ending: str) -> bytes:
+    """A chat stream whose last delta is "the class", ended by a finish chunk, [DONE] alone, or nothing."""
+    stream = chat_stream(["the", " class"], usage=False)
+    if ending == "[DONE]":
+        return b"".join(per_event(stream)[:2]) + wire.SSE_DONE
+    if ending == "source end":
+        return b"".join(per_event(stream)[:2])
+    if ending == "unterminated":
+        return b"".join(per_event(stream)[:2]).removesuffix(b"\n\n")
+    return stream
+
+
+@pytest.mark.parametrize("ending", ["finish_reason", "[DONE]", "source end", "unterminated"])
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+async def test_a_term_at_the_very_end_of_the_text_is_blocked(ending: str, chunking: Any) -> None:
+    run = await guard(chunking(ending_with(ending)), [word("block", "class")])
+    assert run.blocked()
+    assert b"class" not in run.data
+    assert run.chat_text() == "the"
+
+
+async def test_a_tentative_finding_ends_with_its_choice() -> None:
+    events = [
+        chunk_event(0, {"role": "assistant", "content": "my class"}),
+        chunk_event(1, {"role": "assistant", "content": "other"}),
+        chunk_event(0, {}, "stop"),
+    ]
+    run = await guard([sse(e) for e in events] + [wire.SSE_DONE], [word("block", "class")])
+    assert run.blocked()
+    assert run.data == BLOCKED, "choice 1's event came after the held one: not sent either"
+
+
+async def test_events_of_other_keys_and_without_text_queue_behind_a_held_event_in_order() -> None:
+    events = [
+        sse(chunk_event(0, {"role": "assistant", "content": "the class"})),
+        sse(chunk_event(1, {"role": "assistant", "content": "a class"})),
+        b": keep-alive\n\n",
+        sse(chunk_event(1, {"content": "ic"})),
+        sse(chunk_event(0, {"content": "ical"})),
+        sse(chunk_event(0, {"content": " music"})),
+    ]
+    stream = b"".join(events) + wire.SSE_DONE
+    run = await guard([*events, wire.SSE_DONE], [word("block", "class")])
+    assert run.data == stream
+    assert run.out == [b"".join(events[:5]), events[5], wire.SSE_DONE], "released when no key is unsure"
+    assert run.recorded == []
+    blocked = await guard(bytewise(stream.replace(b'"ic"', b'" act"')), [word("block", "class")])
+    assert blocked.blocked()
+    assert blocked.data == BLOCKED
+
+
+async def test_a_warning_is_recorded_only_when_confirmed() -> None:
+    recorded: list[Finding] = []
+    seen: list[int] = []
+
+    async def watched(chunks: list[bytes]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            seen.append(len(recorded))
+            yield chunk
+
+    stream = chat_stream(["class", "ification and class", " again"])
+    guard_ = StreamGuard("chat/completions", [word("warn", "class")], recorded.append, lambda f: BLOCKED)
+    out = [chunk async for chunk in guard_.run(watched(per_event(stream)))]
+    assert b"".join(out) == stream
+    assert [(f.hit.start, f.hit.end) for f in recorded] == [(19, 24)]
+    assert seen[:4] == [0, 0, 0, 1], "recorded when ' again' confirmed it, not when 'class' arrived"
+
+    at_end = await guard(per_event(chat_stream(["a class"])), [word("warn", "class"), word("shadow", "a")])
+    assert [f.rule.rule for f in at_end.recorded] == ["shadow-a", "warn-class"], "confirmed by the finish chunk"
+    extended = await guard(per_event(chat_stream(["class", "ification"])), [word("warn", "class")])
+    assert extended.recorded == []
+
+
+async def test_with_a_redact_rule_tentative_text_is_held_back_and_events_flow() -> None:
+    events = per_event(chat_stream(["the class", "ification", " and class", " is"]))
+    redacted = await guard(events, [word("redact", "class")])
+    assert redacted.chat_text() == "the classification and [REDACTED] is"
+    assert [f.hit.start for f in redacted.recorded] == [23]
+    assert len(redacted.out) == len(events), "nothing held as events: one piece per network chunk"
+
+    blocked = await guard(events, [word("block", "class"), word("redact", "zzz")])
+    assert blocked.blocked()
+    assert "the classification and class is".startswith(blocked.chat_text())
+    assert blocked.chat_text().startswith("the classification"), "text before the term was released"
+    assert "and class" not in blocked.chat_text()
+
+
+async def test_with_a_redact_rule_a_term_at_the_very_end_is_confirmed() -> None:
+    for ending in ("finish_reason", "[DONE]", "source end", "unterminated"):
+        run = await guard(bytewise(ending_with(ending)), [word("redact", "class")])
+        assert run.chat_text() == "the [REDACTED]", ending
+        blocked = await guard(bytewise(ending_with(ending)), [word("block", "class"), word("redact", "zzz")])
+        assert blocked.blocked(), ending
+        assert b"class" not in blocked.data
+
+
+async def test_responses_stream_tentative_findings() -> None:
+    extended = responses_stream("a class ification-free classification")
+    run = await guard(per_event(extended), [word("block", "classification-free")], "responses")
+    assert not run.blocked()
+    assert run.data == extended
+    blocked = await guard(per_event(responses_stream("the class")), [word("block", "class")], "responses")
+    assert blocked.blocked(), "the output_text.done event ends the key"
+    assert b"class" not in blocked.data
+
+
+async def test_fast_path_forwards_each_network_chunk_when_nothing_is_tentative() -> None:
+    chunks = per_event(chat_stream(["A classic", " case", " of", " classes", "."]))
+    run = await guard(chunks, [word("block", "class"), word("warn", "secret")])
+    assert run.out == chunks
     assert run.recorded == []
 
 
@@ -480,34 +635,54 @@ def streamed_text(draw: st.DrawFn) -> tuple[str, list[str], list[int]]:
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def whole_words(text: str) -> set[tuple[int, int]]:
+    """Where the TERMS occur in `text` as whole words (no letter or digit on either side): the oracle."""
+    return {m.span() for term in TERMS for m in re.finditer(rf"(?<!\w){re.escape(term)}(?!\w)", text)}
+
+
 @PROPERTY
-@given(streamed_text())
-async def test_blocking_catches_a_term_iff_the_text_contains_it(case: tuple[str, list[str], list[int]]) -> None:
+@given(streamed_text(), st.booleans())
+async def test_blocking_catches_a_term_iff_the_text_contains_it_as_a_whole_word(
+    case: tuple[str, list[str], list[int]], redacting: bool
+) -> None:
+    """Exact, with or without a redact rule (events held back, or text held back): the block happens iff
+    the whole text has a whole-word term, and the client's text stops before the end of the first one."""
     text, deltas, cuts = case
     stream = chat_stream(deltas)
-    run = await guard(cut(stream, cuts), [rule("block", term) for term in TERMS])
-    contains = any(term in text for term in TERMS)
-    assert run.blocked() == contains
-    assert not any(term in run.chat_text() for term in TERMS)
-    if not contains:
-        assert run.data == stream
+    rules = [word("block", term) for term in TERMS] + ([rule("redact", "zz")] if redacting else [])
+    run = await guard(cut(stream, cuts), rules)
+    found = whole_words(text)
+    assert run.blocked() == bool(found)
+    assert text.startswith(run.chat_text())
+    assert {(f.hit.start, f.hit.end) for f in run.recorded} <= found
+    if found:
+        assert len(run.chat_text()) < min(end for _, end in found), "the client never gets a blocked term whole"
+        assert b"[DONE]" not in run.data
+    elif redacting:
+        assert run.chat_text() == text
     else:
-        assert text.startswith(run.chat_text())
+        assert run.data == stream
 
 
 @PROPERTY
-@given(streamed_text())
-async def test_streamed_redaction_equals_redacting_the_whole_text(case: tuple[str, list[str], list[int]]) -> None:
+@pytest.mark.parametrize("make", [rule, word])
+@given(case=streamed_text())
+async def test_streamed_redaction_equals_redacting_the_whole_text(
+    make: Any, case: tuple[str, list[str], list[int]]
+) -> None:
     """The exact property: for checks whose matches are local (a check finds a match in any piece of text
-    that contains it, and finds nothing a scan of the whole text would not), the client's concatenated
-    deltas are exactly base.apply on the whole text, and no single delta shows a match. Literal terms that
-    cannot overlap themselves are local; two such rules may still overlap each other (the spans merge)."""
+    that contains it with its window of context, and finds nothing a scan of the whole text would not), the
+    client's concatenated deltas are exactly base.apply on the whole text, and no single delta shows a
+    match. Literal terms that cannot overlap themselves are local, as whole words too (a match at the end of
+    the text so far is tentative until the next text shows whether a letter follows); two such rules may
+    still overlap each other (the spans merge)."""
     text, deltas, cuts = case
-    rules = [rule("redact", TERMS[0], "[A]"), rule("redact", TERMS[1], "[B]"), rule("warn", "s")]
+    rules = [make("redact", TERMS[0], "[A]"), make("redact", TERMS[1], "[B]"), make("warn", "s")]
     run = await guard(cut(chat_stream(deltas), cuts), rules)
     expected, findings = apply(rules, text)
     assert run.chat_text() == expected
-    assert not any(term in delta for delta in run.chat_deltas() for term in TERMS)
+    if make is rule:
+        assert not any(term in delta for delta in run.chat_deltas() for term in TERMS)
     assert {f.rule.rule for f in run.recorded} == {f.rule.rule for f in findings}
     assert run.payloads()[-1] == "[DONE]"
 
