@@ -111,10 +111,11 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         rows = [{**asdict(r), "state": r.state(now)} for r in records]
         print(codec.dumps_pretty([{k: v for k, v in row.items() if k != "hash"} for row in rows]).decode())
         return 0
-    print(f"{'ID':<14}{'TEAM':<16}{'NAME':<24}{'STATE':<9}{'MODELS':<24}EXPIRES")
+    print(f"{'ID':<14}{'TEAM':<16}{'NAME':<24}{'STATE':<9}{'MODELS':<24}{'TAGS':<16}EXPIRES")
     for r in records:
         models = ",".join(r.models) if r.models else "*"
-        print(f"{r.id:<14}{r.team:<16}{r.name:<24}{r.state(now):<9}{models:<24}{r.expires or '-'}")
+        tags = ",".join(r.tags) or "-"
+        print(f"{r.id:<14}{r.team:<16}{r.name:<24}{r.state(now):<9}{models:<24}{tags:<16}{r.expires or '-'}")
     return 0
 
 

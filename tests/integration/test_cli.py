@@ -45,7 +45,9 @@ def test_keys_create_prints_only_the_key_and_stores_only_its_hash(tmp_path: Path
 
 def test_keys_list_shows_team_name_state_but_no_secret(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    key = create_key(config, "--team", "ml", "--name", "bot", "--models", "m1", "--expires", "2099-01-01")
+    key = create_key(
+        config, "--team", "ml", "--name", "bot", "--models", "m1", "--expires", "2099-01-01", "--tags", "dev,ci"
+    )
     listing = gateway_command("keys", "list", "--config", str(config), "--json")
     rows = json.loads(listing.stdout)
     assert rows == [
@@ -57,10 +59,12 @@ def test_keys_list_shows_team_name_state_but_no_secret(tmp_path: Path) -> None:
             "created": rows[0]["created"],
             "expires": "2099-01-01T00:00:00+00:00",
             "revoked": None,
+            "tags": ["ci", "dev"],
             "state": "active",
         }
     ]
-    assert "bot" in gateway_command("keys", "list", "--config", str(config)).stdout
+    table = gateway_command("keys", "list", "--config", str(config)).stdout
+    assert "bot" in table and "ci,dev" in table
 
 
 def test_keys_create_refuses_unknown_models_and_bad_dates(tmp_path: Path) -> None:
