@@ -266,7 +266,7 @@ def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: 
     config.write_text(text)
     target, client = ("gateway", "-") if deployments == 1 else ("gateway (routed)", f"{deployments} deployments")
     if policies:
-        target, client = "gateway + policies", Path(policies).name + "/"
+        target, client = "gateway + policies", Path(policies).name
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
     argv = [part.format(**fields) for part in shlex.split(run.args.gateway_cmd)]

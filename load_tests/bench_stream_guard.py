@@ -63,16 +63,18 @@ class _RegexCheck:
 
 
 def checks(inline: bool) -> tuple[TextCheck, TextCheck, str]:
-    """(terms check, secrets check, where they come from)."""
+    """(terms check, secrets check, where they come from): the gateway's Terms and Secrets (all kinds, the
+    baseline policy's rule), or plain inline regexes."""
     try:
-        from gateway.guardrails.text import Patterns, Terms
+        from gateway.guardrails.credentials import Secrets
+        from gateway.guardrails.text import Terms
     except ImportError:
         inline = True
     if inline:
         terms = regex.compile("|".join(regex.escape(t) for t in TERMS), regex.IGNORECASE)
         secrets = regex.compile("|".join(SECRETS))
         return _RegexCheck(terms, max(map(len, TERMS))), _RegexCheck(secrets, 64), "inline regex"
-    return Terms(TERMS), Patterns(SECRETS), "gateway.guardrails.text"
+    return Terms(TERMS), Secrets(), "gateway.guardrails.text.Terms + credentials.Secrets"
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ async def main(count: int, runs: int, inline: bool) -> None:
     cases: list[tuple[str, list[bytes], list[TextRule] | None]] = [
         ("(a) no guard", clean, None),
         ("(a') guard, no-op checks", clean, noop_rules()),
-        ("(b) block: 20 terms + secrets regex", clean, rules("block", inline)),
+        ("(b) block: 20 terms + secrets", clean, rules("block", inline)),
         ("(c) redact: same rules, no match", clean, rules("redact", inline)),
         ("(d) redact: ~2% of chunks match", dirty, rules("redact", inline)),
         ("(e) warn: ~2% of chunks match", dirty, rules("warn", inline)),

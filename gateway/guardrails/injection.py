@@ -28,8 +28,9 @@ re-assembled. A scan that runs out of time fails closed (one hit over the whole 
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import regex
@@ -111,17 +112,36 @@ _TABLE: tuple[tuple[str, float, str], ...] = (
 )
 
 
+# A word each heuristic's every match contains (case-insensitive): the cheap, linear test before the full one.
+TRIGGERS: Mapping[str, str] = MappingProxyType(
+    {
+        "ignore_previous_instructions": r"ignore|disregard|forget|override|bypass",
+        "dan": r"(?-i:DAN)|do\s{1,8}anything",
+        "developer_mode": r"mode|jailbr",
+        "reveal_system_prompt": r"instruction|prompt|message|rules|guideline",
+        "unrestricted_roleplay": r"restriction|filter|rules|limit|guideline|censorship|constraint|ethics|morals"
+        r"|boundaries|safeguard",
+        "from_now_on": r"from\s{1,8}now",
+        "fake_role_marker": r"<\||system|developer|\[/?(?:inst|sys)|<<",
+        "obfuscated_instructions": r"decode|decrypt|deobfuscate|unscramble|decipher",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Heuristic:
     name: str
     weight: float
     source: str  # the pattern as written, before spaces are widened
     pattern: Any
+    trigger: Any = None  # None: always run the pattern
 
 
 HEURISTICS: tuple[Heuristic, ...] = tuple(
-    Heuristic(name, weight, source, regex.compile(_phrase(source), _FLAGS)) for name, weight, source in _TABLE
+    Heuristic(name, weight, source, regex.compile(_phrase(source), _FLAGS), regex.compile(TRIGGERS[name], _FLAGS))
+    for name, weight, source in _TABLE
 )
+_ANY_TRIGGER = regex.compile("|".join(TRIGGERS.values()), _FLAGS)
 
 
 class Injection:
@@ -153,12 +173,14 @@ class Injection:
         return self._window
 
     def scan(self, text: str) -> list[Hit]:
-        if not text:
+        if not text or (len(self._heuristics) == len(HEURISTICS) and _ANY_TRIGGER.search(text) is None):
             return []
         deadline = deadline_for(text)
         hits: list[Hit] = []
         score = 0.0
         for heuristic in self._heuristics:
+            if heuristic.trigger is not None and heuristic.trigger.search(text) is None:
+                continue
             matches = find_all(heuristic.pattern, text, deadline)
             if matches is None:
                 return timed_out(text, heuristic.name)

@@ -144,7 +144,8 @@ def test_the_window_grows_for_a_wide_extra_pattern() -> None:
 def test_a_scan_out_of_time_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text, "TIMEOUT", 0.0)
     monkeypatch.setattr(text, "TIMEOUT_PER_CHAR", 0.0)
-    assert Injection().scan("hello") == [Hit(0, 5, "ignore_previous_instructions timed out")]
+    assert Injection().scan("ignore that") == [Hit(0, 11, "ignore_previous_instructions timed out")]
+    assert Injection().scan("hello") == []  # no heuristic's trigger word: no pattern runs, nothing can time out
 
 
 @pytest.mark.parametrize(
