@@ -360,3 +360,23 @@ def test_every_worker_serves_the_same_revision(policy_gateway: PolicyGateway, tm
             time.sleep(0.2)
     finally:
         process.stop()
+
+
+def test_a_responses_stream_is_cut_at_an_output_term(sdk: openai.OpenAI) -> None:
+    deltas = []
+    with pytest.raises(openai.APIError):
+        for event in sdk.responses.create(model="mock-model", input="tell me of Project Aurora", stream=True):
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+    assert "Aurora" not in "".join(deltas)
+
+
+def test_a_completion_answer_is_redacted(sdk: openai.OpenAI) -> None:
+    answer = sdk.completions.create(model="mock-model", prompt="the Borealis file")
+    assert "Borealis" not in answer.choices[0].text and "[CODE NAME]" in answer.choices[0].text
+
+
+def test_embeddings_inputs_are_checked(sdk: openai.OpenAI, upstream: Mock) -> None:
+    with pytest.raises(openai.BadRequestError):
+        sdk.embeddings.create(model="mock-model", input=["fine", "a zebra"])
+    assert upstream.requests() == []
