@@ -17,6 +17,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from gateway.errors import PolicyViolation
 from tests.conftest import GatewayUnderTest
 
 SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "openai-openapi.yaml"
@@ -146,3 +147,9 @@ def test_the_spec_schemas_reject_a_body_that_is_not_an_openai_error() -> None:
     assert not validator("ErrorResponse").is_valid({"error": {"message": "x", "type": "t"}})
     assert not validator("Model").is_valid({"id": "m", "object": "model", "created": "yesterday", "owned_by": "o"})
     assert not validator("ListModelsResponse").is_valid({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+
+def test_a_policy_violation_is_an_openai_error_body() -> None:
+    body = PolicyViolation("Blocked.", policy="baseline", rule="no-credentials").body()
+    errors = list(validator("ErrorResponse").iter_errors(body))
+    assert errors == [], errors
