@@ -21,6 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import secrets
 from gateway import settings as settings_module
+from gateway.audit import event as audit_event
+from gateway.audit.process import read_status
+from gateway.audit.spool import SpoolWriter
+from gateway.audit.stage import Audit, AuditAdmission
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -59,12 +63,26 @@ class Gateway:
         self.policies = PolicyStore(directory) if directory is not None else None
         if self.policies is None:
             log.warning("no policy directory configured (policies.dir): requests are not checked by any policy")
-        self.pipeline = Pipeline(stages=self.stages())
+        self.spool: SpoolWriter | None = None
+        self.audit: Audit | None = None
+        if settings.audit is not None:
+            self.spool_dir = settings.near(settings.audit.spool_dir)
+            self.spool = SpoolWriter(
+                self.spool_dir,
+                max_bytes=settings.audit.max_spool_bytes,
+                fsync_interval=settings.audit.fsync_interval,
+            )
+            self.audit = Audit(self.spool, audit_event.load_or_create_salt(self.spool_dir / "audit.salt"))
+        self.pipeline = Pipeline(stages=self.stages(), final_stages=[self.audit] if self.audit else [])
 
     def stages(self) -> list[Stage]:
         policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
         output: list[Stage] = [CheckOutput()] if self.policies else []
+        admission: list[Stage] = []
+        if self.spool is not None and self.settings.audit is not None:
+            admission = [AuditAdmission(self.spool, self.settings.audit.on_spool_full == "fail_open")]
         return [
+            *admission,
             Authenticate(self.keys),
             ParseBody(),
             self.models,
@@ -81,11 +99,18 @@ class Gateway:
 
     def details(self) -> dict[str, object]:
         """What /readyz shows beside the checks: the serving policy revision and the state of its reloads."""
-        return {"policies": self.policies.status() if self.policies else None}
+        return {"policies": self.policies.status() if self.policies else None, "audit": self.audit_status()}
+
+    def audit_status(self) -> dict[str, object] | None:
+        if self.spool is None or self.audit is None:
+            return None
+        return {"spool": self.spool.stats(), "lost": self.audit.lost, "shipper": read_status(self.spool_dir)}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.client.start()
+        if self.spool is not None:
+            self.spool.start()
         tasks = [
             asyncio.create_task(self._refresh_keys()),
             asyncio.create_task(health.run(self.client, self.router, self.settings, self.secrets)),
@@ -101,6 +126,8 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.client.close()
+            if self.spool is not None:
+                self.spool.close()
 
     async def _refresh_keys(self) -> None:
         while True:

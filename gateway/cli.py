@@ -1,5 +1,5 @@
 """The `gateway` command: serve · keys create|list|revoke · policy check|test|explain|schema ·
-secrets keygen|encrypt|decrypt-check.
+audit ship|verify|tail|query · secrets keygen|encrypt|decrypt-check.
 
 Exit codes: 0 done, 1 the thing asked for does not exist, 2 bad usage or a broken configuration (the
 message names file, line and field).
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from gateway import codec, secrets
 from gateway import settings as settings_module
+from gateway.audit import cli as audit_cli
 from gateway.auth import keys as keys_module
 from gateway.policy import cli as policy_cli
 from gateway.policy import loader as policy_loader
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(run=cmd_keys_revoke)
     policy_cli.add_commands(commands)
+    audit_cli.add_commands(commands)
     secrets.add_commands(commands)
     return top
 

@@ -17,6 +17,7 @@ error body, so the official SDKs raise the matching exception class:
      ├── InternalError             500  internal_error       (a bug: logged, never shown)
      ├── UpstreamUnreachable       502  upstream_unreachable
      ├── NoDeploymentAvailable     503  no_deployment_available (breakers open, health checks failing, all busy)
+     ├── AuditUnavailable          503  audit_unavailable    (the audit spool is full and the policy is fail_closed)
      └── UpstreamTimeout           504  upstream_timeout
 
 An upstream's own 4xx/5xx is not a GatewayError: its status and body are passed through as they are.
@@ -128,6 +129,12 @@ class NoDeploymentAvailable(GatewayError):
     status = 503
     type = "server_error"
     code = "no_deployment_available"
+
+
+class AuditUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "audit_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

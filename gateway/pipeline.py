@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from gateway.auth.keys import Principal
-from gateway.errors import GatewayError
-from gateway.settings import ModelConfig
+from gateway.errors import GatewayError, InternalError
+from gateway.settings import Deployment, ModelConfig
 
 if TYPE_CHECKING:
     from gateway.policy.compiled import Effective
@@ -51,12 +51,16 @@ class RequestContext:
     raw_body: bytes
     body: dict[str, Any]
     api_key: str | None
+    client: str = ""
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
     principal: Principal | None = None
     model: ModelConfig | None = None
     policy: "Effective | None" = None
     decisions: "list[Decision]" = field(default_factory=list)
     attempts: int = 0
+    deployment: Deployment | None = None
+    upstream_ms: float | None = None
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False
@@ -85,7 +89,11 @@ class Pipeline:
             ctx.error = exc
             await self._finish(ctx)
             raise
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):  # a bug: the audit event says 500 (routes log it and answer it)
+                ctx.error = InternalError(f"unexpected {type(exc).__name__}")
+            else:
+                ctx.client_disconnected = True  # cancelled: the client went away before the answer
             await self._finish(ctx)
             raise
         assert ctx.result is not None, "the last stage must set ctx.result"

@@ -57,6 +57,8 @@ class Proxy:
         headers = Headers(scope=scope)
         state = scope["state"]
         ctx = RequestContext(state["request_id"], self.endpoint, headers, state["body"], {}, bearer(headers))
+        client = scope.get("client")
+        ctx.client = client[0] if client else ""
         try:
             result = await self.pipeline(ctx)
         except GatewayError as exc:

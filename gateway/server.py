@@ -1,5 +1,7 @@
-"""Run the gateway under uvicorn (uvloop + httptools), in one process or several workers."""
+"""Run the gateway under uvicorn (uvloop + httptools), in one process or several workers, plus the audit
+shipper process when the audit trail is configured."""
 
+import contextlib
 import logging
 import os
 
@@ -24,6 +26,16 @@ def serve(settings: Settings, workers: int = 1) -> None:
         "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
+    shipper: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if settings.audit is not None:
+        from gateway.audit.process import ShipperProcess  # one shipper for all workers, in its own process
+
+        shipper = ShipperProcess(settings.source)
+    with shipper:
+        _run(settings, workers, options)
+
+
+def _run(settings: Settings, workers: int, options: dict[str, object]) -> None:
     if workers > 1:
         os.environ["GATEWAY_CONFIG"] = settings.source
         os.environ["GATEWAY_HOST"], os.environ["GATEWAY_PORT"] = settings.listen.host, str(settings.listen.port)

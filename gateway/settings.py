@@ -187,6 +187,24 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail: a local write-ahead spool, shipped to ClickHouse (a server, or the embedded engine).
+
+    Paths are relative to gateway.yaml. `clickhouse_url`: `chdb:///path` (embedded; the default is `chdb://`
+    plus `audit-db` next to gateway.yaml) or `http(s)://user:password@host:8123` (a server)."""
+
+    __pydantic_config__ = FORBID
+    clickhouse_url: str | None = None
+    database: str = "gateway"
+    spool_dir: str = "audit-spool"
+    retention_days: Annotated[int, Field(ge=1)] = 400
+    fsync_interval: Annotated[float, Field(gt=0, le=10)] = 0.01
+    max_spool_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    on_spool_full: Literal["fail_closed", "fail_open"] = "fail_closed"
+    signing_key: str = "audit-signing.key"
+
+
+@dataclass(frozen=True)
 class Settings:
     __pydantic_config__ = FORBID
     models: tuple[ModelConfig, ...]
@@ -194,6 +212,7 @@ class Settings:
     server: ServerLimits = field(default_factory=ServerLimits)
     keys_file: str | None = None
     policies: PolicySettings | None = None
+    audit: AuditSettings | None = None
     log_level: str = "info"
     source: str = ""
 
@@ -218,6 +237,16 @@ class Settings:
             return Path(self.keys_file)
         return Path(self.source).with_name("gateway.keys.json")
 
+    def near(self, path: str) -> Path:
+        """`path` relative to gateway.yaml (an absolute path stays as it is)."""
+        return Path(self.source).parent / path
+
+    @property
+    def audit_url(self) -> str | None:
+        if self.audit is None:
+            return None
+        return self.audit.clickhouse_url or f"chdb://{self.near('audit-db').resolve()}"
+
     @property
     def policy_dir(self) -> Path | None:
         if self.policies is None:
@@ -231,6 +260,7 @@ ENV_OVERRIDES = {
     "GATEWAY_KEYS_FILE": (None, "keys_file", str),
     "GATEWAY_LOG_LEVEL": (None, "log_level", str),
     "GATEWAY_POLICY_DIR": ("policies", "dir", str),
+    "GATEWAY_CLICKHOUSE_URL": ("audit", "clickhouse_url", str),
 }
 
 
@@ -255,6 +285,8 @@ def _apply_env(settings: Settings) -> Settings:
             settings = replace(settings, **{name: value})
         elif section == "policies" and settings.policies is None:
             settings = replace(settings, policies=PolicySettings(dir=str(value)))
+        elif section == "audit" and settings.audit is None:
+            settings = replace(settings, audit=AuditSettings(clickhouse_url=str(value)))
         else:
             settings = replace(settings, **{section: replace(getattr(settings, section), **{name: value})})
     return settings

@@ -100,10 +100,12 @@ class Forward:
         call = Call(ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers)
         request = adapter.build_request(deployment, secret, call)
         ctx.attempts += 1
+        ctx.deployment = deployment
         started = time.perf_counter()
         self.router.started(deployment)
         try:
             response = await self.client.send(request)
+            ctx.upstream_ms = (time.perf_counter() - started) * 1000
         except BaseException as exc:
             self.router.finished(deployment, None)
             self.router.record(deployment, model.breaker, False if isinstance(exc, GatewayError) else None)

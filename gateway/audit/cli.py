@@ -1,0 +1,138 @@
+"""`gateway audit ship|verify|tail|query`: the audit trail for operators and auditors.
+
+ship    move spooled events into ClickHouse (what `gateway serve` runs as its child process)
+verify  recompute the hash chain and check the signed checkpoints; exit 1 naming the first broken row
+tail    the last N events
+query   events by team, key, model, status and time range
+"""
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import codec
+from gateway import settings as settings_module
+from gateway.settings import Settings
+
+
+def add_commands(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="audit", required=True)
+    ship = audit.add_parser("ship", help="ship spooled events to ClickHouse (run by `gateway serve`)")
+    ship.add_argument("--config", required=True)
+    ship.add_argument(
+        "--until-stdin-closes", action="store_true", help="stop when stdin ends (as gateway serve runs it)"
+    )
+    ship.set_defaults(run=cmd_ship)
+    verify = audit.add_parser("verify", help="prove no row was altered, removed or inserted")
+    verify.add_argument("--config", required=True)
+    verify.add_argument("--from", dest="start", type=_moment, help="ISO date or datetime (UTC)")
+    verify.add_argument("--to", dest="end", type=_moment)
+    verify.set_defaults(run=_guarded(cmd_verify))
+    tail = audit.add_parser("tail", help="the last events")
+    tail.add_argument("--config", required=True)
+    tail.add_argument("-n", type=int, default=20)
+    tail.add_argument("--json", action="store_true")
+    tail.set_defaults(run=_guarded(cmd_tail))
+    query = audit.add_parser("query", help="events by team, key, model, status, time range")
+    query.add_argument("--config", required=True)
+    for name in ("team", "key", "model"):
+        query.add_argument(f"--{name}")
+    query.add_argument("--status", type=int)
+    query.add_argument("--from", dest="start", type=_moment)
+    query.add_argument("--to", dest="end", type=_moment)
+    query.add_argument("--limit", type=int, default=100)
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(run=_guarded(cmd_query))
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _settings(path: str) -> Settings | None:
+    settings = settings_module.load(path)
+    if settings.audit is None:
+        print(f"gateway audit: {path} has no `audit:` section", file=sys.stderr)
+        return None
+    return settings
+
+
+def _store(settings: Settings) -> Any:
+    from gateway.audit.store import connect  # the ClickHouse client (and chDB) load only for these commands
+
+    assert settings.audit is not None and settings.audit_url is not None
+    public = settings.near(settings.audit.signing_key).with_suffix(".pub")
+    keys = [public.read_bytes()] if public.exists() else []
+    return connect(settings.audit_url, database=settings.audit.database, public_keys=keys)
+
+
+def _guarded(command: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        from gateway.audit.store import StoreLocked
+
+        try:
+            return int(command(args))
+        except StoreLocked as exc:
+            hint = "stop the gateway to read it here, or use a ClickHouse server (audit.clickhouse_url)"
+            print(f"gateway audit: {exc} (the running gateway's audit shipper holds it); {hint}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    from gateway.audit import shipper
+
+    settings = _settings(args.config)
+    return 2 if settings is None else shipper.main(settings, watch_stdin=args.until_stdin_closes)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    result = _store(settings).verify(args.start, args.end)
+    if result.ok:
+        print(f"ok: {result.rows_checked} rows and {result.checkpoints_checked} signed checkpoints verified")
+        return 0
+    print(f"FAILED after {result.rows_checked} rows: {result.first_problem}")
+    return 1
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    _print(_store(settings).tail(args.n), args.json)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    rows = _store(settings).query(
+        team=args.team,
+        key_id=args.key,
+        model=args.model,
+        status=args.status,
+        start=args.start,
+        end=args.end,
+        limit=args.limit,
+    )
+    _print(rows, args.json)
+    return 0
+
+
+COLUMNS = ("ts", "team", "key_id", "route", "model_requested", "status", "latency_ms", "request_id")
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(codec.dumps_pretty(rows).decode())
+        return
+    print("  ".join(f"{c.upper():<16}" for c in COLUMNS))
+    for row in rows:
+        print("  ".join(f"{str(row.get(c, ''))[:32]:<16}" for c in COLUMNS))

@@ -1,0 +1,223 @@
+"""The audit trail of a running gateway: one row per request whatever its outcome, shipped into the embedded
+ClickHouse engine by the shipper process, verifiable, and complete after a kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import create_key
+from tests.servers import UPSTREAM_SECRET, Mock, Process, gateway_command, start
+
+GATEWAY_YAML = """\
+models:
+  - name: mock-model
+    provider: openai_compatible
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+    retries: {{attempts: 1}}
+    breaker: {{failures: 1000}}
+policies:
+  dir: policies
+audit:
+  spool_dir: spool
+"""
+POLICY = """\
+policies:
+  - name: main
+    rules:
+      - {name: no-zebras, kind: terms, terms: [zebra]}
+      - {name: lions, kind: terms, terms: [lion], action: warn}
+"""
+
+
+@dataclass
+class AuditedGateway:
+    folder: Path
+    config: Path
+    key: str
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.process is not None
+        return self.process.url
+
+    def start(self, *args: str) -> None:
+        env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+        command = ["-m", "gateway", "serve", "--config", str(self.config), *args]
+        self.process = start(command, "/healthz", self.folder / "gateway.log", env)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            wait_for_shipper_exit(self.folder)
+
+    def readyz(self) -> dict:
+        return httpx.get(self.url + "/readyz", timeout=5).json()  # type: ignore[no-any-return]
+
+    def wait_shipped(self, at_least: int, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shipper = self.readyz()["audit"]["shipper"] or {}
+            if shipper.get("shipped", 0) >= at_least and shipper.get("backlog_segments") == 0:
+                return shipper  # type: ignore[no-any-return]
+            time.sleep(0.1)
+        raise AssertionError(f"not shipped in time: {self.readyz()['audit']}")
+
+    def audit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return gateway_command("audit", *args, "--config", str(self.config))
+
+    def rows(self) -> list[dict]:
+        result = self.audit("query", "--limit", "100000", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def wait_for_shipper_exit(folder: Path, timeout: float = 20) -> None:
+    """The embedded engine allows one process per data directory: wait until the shipper let it go."""
+    status = folder / "spool" / "shipper.json"
+    if not status.exists():
+        return
+    pid = json.loads(status.read_text())["pid"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the shipper (pid {pid}) did not exit")
+
+
+@pytest.fixture
+def audited(mock: Mock, tmp_path: Path) -> Iterator[AuditedGateway]:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "main.yaml").write_text(POLICY)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(GATEWAY_YAML.format(mock=mock.url))
+    gateway = AuditedGateway(tmp_path, config, create_key(config, "--team", "research", "--name", "bot"))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def test_every_request_gets_exactly_one_row_whatever_its_outcome(audited: AuditedGateway, upstream: Mock) -> None:
+    audited.start()
+    upstream.faults({"broken": {"status": 500, "times": 100}})
+    with openai.OpenAI(base_url=audited.url + "/v1", api_key=audited.key, max_retries=0) as sdk:
+        sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "hello"}], user="u-1")
+        with pytest.raises(openai.BadRequestError):
+            sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "a zebra"}])
+        sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "a lion"}])
+        list(sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "s"}], stream=True))
+        with pytest.raises(openai.NotFoundError):
+            sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with openai.OpenAI(base_url=audited.url + "/v1", api_key="gk-000000000000.bad", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "x"}])
+    audited.wait_shipped(6)
+    audited.stop()
+    rows = sorted(audited.rows(), key=lambda row: row["seq"])
+    assert [row["status"] for row in rows] == [200, 400, 200, 200, 404, 401]
+    ok, blocked, warned, streamed, _unknown, unauthenticated = rows
+    assert (ok["team"], ok["key_name"], ok["end_user"], ok["model_requested"]) == (
+        "research",
+        "bot",
+        "u-1",
+        "mock-model",
+    )
+    assert ok["tokens_in"] > 0 and ok["deployment"] and ok["attempts"] == 1 and ok["prompt_hash"]
+    assert blocked["error_code"] == "policy_violation" and blocked["attempts"] == 0
+    assert [d["rule"] for d in blocked["decisions"]] == ["no-zebras"] and "zebra" in str(blocked["decisions"])
+    assert [(d["action"], d["where"]) for d in warned["decisions"]] == [("warn", "input"), ("warn", "output")]
+    assert streamed["stream"] is True
+    assert unauthenticated["team"] == "" and unauthenticated["error_code"] == "invalid_api_key"
+    assert len({row["event_id"] for row in rows}) == 6
+    assert "hello" not in json.dumps(rows, default=str)  # no prompt text, only its keyed hash
+    verify = audited.audit("verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("ok: 6 rows"), verify.stdout + verify.stderr
+
+
+def test_a_kill_9_under_load_loses_no_answered_request(audited: AuditedGateway, upstream: Mock) -> None:
+    audited.start()
+    answered: list[str] = []
+    stop = time.monotonic() + 2.0
+    with httpx.Client(base_url=audited.url, timeout=10) as http:
+        while time.monotonic() < stop:
+            response = http.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {audited.key}"},
+                json={"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            if response.status_code == 200:
+                answered.append(response.headers["x-request-id"])
+    assert audited.process is not None
+    children = [p for p in _children(audited.process.proc.pid)]
+    os.kill(audited.process.proc.pid, signal.SIGKILL)  # the server; its shipper child goes too
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    audited.process.proc.wait()
+    wait_for_shipper_exit(audited.folder)
+    audited.start()  # the new shipper ships what the dead workers left in the spool
+    audited.wait_shipped(0)
+    deadline = time.monotonic() + 20
+    while (audited.readyz()["audit"]["shipper"] or {}).get("backlog_segments") != 0 or _spooled(audited.folder):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    audited.stop()
+    rows = audited.rows()
+    ids = [row["request_id"] for row in rows]
+    assert len(answered) > 50
+    missing = set(answered) - set(ids)
+    assert not missing, f"{len(missing)} answered requests have no row"
+    assert len(ids) == len(set(ids)), "a request has two rows"
+    assert audited.audit("verify").returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+
+
+def _spooled(folder: Path) -> list[Path]:
+    return [p for p in (folder / "spool").iterdir() if p.suffix in (".seg", ".open") and p.stat().st_size > 0]
+
+
+def test_readyz_reports_the_spool_and_the_shipper(audited: AuditedGateway) -> None:
+    audited.start()
+    audited.wait_shipped(0)
+    audit = audited.readyz()["audit"]
+    assert audit["lost"] == 0 and audit["shipper"]["state"] == "ok" and "appended" in json.dumps(audit["spool"])
+
+
+def test_the_embedded_engine_loads_only_in_the_shipper(audited: AuditedGateway) -> None:
+    import psutil
+
+    audited.start()
+    audited.wait_shipped(0)
+    assert audited.process is not None
+    server = psutil.Process(audited.process.proc.pid)
+    assert not any("chdb" in m.path for m in server.memory_maps())
+    shipper = [c for c in server.children() if "ship" in " ".join(c.cmdline())]
+    assert len(shipper) == 1 and any("chdb" in m.path for m in shipper[0].memory_maps())
+
+
+def test_audit_commands_explain_a_store_held_by_the_running_shipper(audited: AuditedGateway) -> None:
+    audited.start()
+    audited.wait_shipped(0)
+    result = audited.audit("tail")
+    assert result.returncode == 2 and "shipper" in result.stderr and "Traceback" not in result.stderr
