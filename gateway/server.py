@@ -27,7 +27,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
         "timeout_graceful_shutdown": 10,
     }
     shipper: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-    if settings.audit is not None:
+    if settings.audit is not None and settings.audit.run_shipper:
         from gateway.audit.process import ShipperProcess  # one shipper for all workers, in its own process
 
         shipper = ShipperProcess(settings.source)

@@ -202,6 +202,8 @@ class AuditSettings:
     max_spool_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     on_spool_full: Literal["fail_closed", "fail_open"] = "fail_closed"
     signing_key: str = "audit-signing.key"
+    # `gateway serve` runs the shipper as its child; false when it runs on its own (`gateway audit ship`)
+    run_shipper: bool = True
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 It runs as a child of `gateway serve` (`gateway audit ship`), so the ClickHouse client, and with the embedded
 engine chDB itself (hundreds of MB), live in this process only, never in a request worker; chDB allows one
 process per data directory, and this is it. An insert that fails is retried with exponential backoff (up to
-30 s between tries) while the spool grows on disk; a segment replayed after a crash between insert and delete
+5 s between tries) while the spool grows on disk; a segment replayed after a crash between insert and delete
 inserts nothing twice (AuditStore.insert skips the event ids it already has). What it is doing is written
 to `<spool>/shipper.json`, which /readyz shows.
 """
@@ -31,7 +31,7 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway.audit.shipper")
 BATCH = 10_000
 IDLE = 0.1
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 5.0
 
 
 class Shipper:

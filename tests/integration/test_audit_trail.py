@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,3 +222,107 @@ def test_audit_commands_explain_a_store_held_by_the_running_shipper(audited: Aud
     audited.wait_shipped(0)
     result = audited.audit("tail")
     assert result.returncode == 2 and "shipper" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sink_down_for_30_seconds_loses_nothing(audited: AuditedGateway) -> None:
+    audited.config.write_text(audited.config.read_text() + "  run_shipper: false\n")
+    audited.start()
+    shipper = subprocess.Popen(
+        [sys.executable, "-m", "tests.faulty_shipper", "--config", str(audited.config), "--fail-for", "30"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while audited.readyz()["audit"]["shipper"] is None:  # until the shipper has opened the store
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        answered: list[str] = []
+        backlog_seen = 0
+        started = time.monotonic()
+        with httpx.Client(base_url=audited.url, timeout=10) as http:
+            while time.monotonic() - started < 30:
+                response = http.post(
+                    "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {audited.key}"},
+                    json={"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert response.status_code == 200
+                answered.append(response.headers["x-request-id"])
+                if len(answered) % 50 == 0:
+                    audit = audited.readyz()["audit"]
+                    backlog_seen = max(backlog_seen, audit["spool"]["spool_bytes"])
+                    assert audit["shipper"]["state"] == "error" and "injected fault" in audit["shipper"]["last_error"]
+                time.sleep(0.01)
+        assert backlog_seen > 0
+        deadline = time.monotonic() + 60
+        while _spooled(audited.folder) or (audited.readyz()["audit"]["shipper"] or {}).get("state") != "ok":
+            assert time.monotonic() < deadline, "the backlog did not drain after the sink came back"
+            time.sleep(0.2)
+    finally:
+        assert shipper.stdin is not None
+        shipper.stdin.close()
+        shipper.wait(30)
+    audited.stop()
+    ids = [row["request_id"] for row in audited.rows()]
+    assert set(answered) <= set(ids) and len(ids) == len(set(ids))
+    assert audited.audit("verify").returncode == 0
+
+
+def test_four_workers_share_one_shipper_and_lose_nothing(audited: AuditedGateway) -> None:
+    audited.start("--workers", "4")
+    answered = []
+    with httpx.Client(base_url=audited.url, timeout=10) as http:
+        for _ in range(200):
+            response = http.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {audited.key}", "connection": "close"},
+                json={"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert response.status_code == 200
+            answered.append(response.headers["x-request-id"])
+    audited.wait_shipped(200)
+    audited.stop()
+    rows = audited.rows()
+    assert sorted(row["request_id"] for row in rows) == sorted(answered)
+    assert "lock" not in (audited.folder / "gateway.log").read_text().lower()
+
+
+TAMPER = """
+import sys, clickhouse_connect
+client = clickhouse_connect.get_client(dsn=sys.argv[1])
+client.command(sys.argv[2], settings={"mutations_sync": 2})
+"""
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("ALTER TABLE gateway.audit_events UPDATE status = 204 WHERE seq = 3", "seq 3"),
+        ("ALTER TABLE gateway.audit_events DELETE WHERE seq = 2", "seq 2"),
+        (
+            "INSERT INTO gateway.audit_events (seq, event_id, team, status, prev_hash, hash, ts) "
+            "SELECT 3, generateUUIDv4(), 'forged', 200, prev_hash, hash, ts FROM gateway.audit_events WHERE seq = 3",
+            "seq 3",
+        ),
+    ],
+)
+def test_verify_names_the_row_that_was_altered_removed_or_inserted(
+    audited: AuditedGateway, statement: str, expected: str
+) -> None:
+    audited.start()
+    with httpx.Client(base_url=audited.url, timeout=10) as http:
+        for _ in range(5):
+            http.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {audited.key}"},
+                json={"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]},
+            )
+    audited.wait_shipped(5)
+    audited.stop()
+    assert audited.audit("verify").returncode == 0
+    dsn = f"chdb://{audited.folder / 'audit-db'}"
+    done = subprocess.run([sys.executable, "-c", TAMPER, dsn, statement], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    verify = audited.audit("verify")
+    assert verify.returncode == 1 and verify.stdout.startswith("FAILED"), verify.stdout + verify.stderr
+    assert expected in verify.stdout, verify.stdout
