@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run the gateway enforcing this policy directory ('' to skip); the shipped baseline by default",
     )
     parser.add_argument(
+        "--audit", action=argparse.BooleanOptionalAction, default=True, help="also run the gateway with its audit trail"
+    )
+    parser.add_argument(
         "--stream-requests", type=int, default=200, help="streaming requests per measurement, 0 to skip"
     )
     parser.add_argument("--chunk-delay-ms", type=float, default=0, help="mock delay between SSE chunks")
@@ -253,9 +256,10 @@ def routed_yaml(port: int, mock_url: str, count: int) -> str:
     )
 
 
-def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: str = "") -> None:
+def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: str = "", audit: bool = False) -> None:
     port = procs.free_port()
-    config = run.work / f"gateway-{deployments}{'-policies' if policies else ''}.yaml"
+    suffix = ("-policies" if policies else "") + ("-audit" if audit else "")
+    config = run.work / f"gateway-{deployments}{suffix}.yaml"
     text = (
         GATEWAY_YAML.format(port=port, mock_url=mock.url)
         if deployments == 1
@@ -267,6 +271,9 @@ def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: 
     target, client = ("gateway", "-") if deployments == 1 else ("gateway (routed)", f"{deployments} deployments")
     if policies:
         target, client = "gateway + policies", Path(policies).name
+    if audit:
+        text += "audit: {spool_dir: audit-spool}\n"
+        target, client = "gateway + audit", "chdb"
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
     argv = [part.format(**fields) for part in shlex.split(run.args.gateway_cmd)]
@@ -315,6 +322,8 @@ def execute(run: Run) -> None:
             bench_gateway(run, mock)
             if run.args.policies:
                 bench_gateway(run, mock, policies=run.args.policies)
+            if run.args.audit:
+                bench_gateway(run, mock, audit=True)
             if run.args.routed_deployments > 1:
                 bench_gateway(run, mock, run.args.routed_deployments)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -92,19 +92,19 @@ def routing_cost(results: list[WrkResult]) -> list[str]:
     return table(["concurrency", "routed as", "1 deployment req/s", "routed req/s", "routed / 1 deployment"], rows)
 
 
-def policy_cost(results: list[WrkResult]) -> list[str]:
-    """The gateway enforcing a policy directory over the same gateway with none, per concurrency."""
+def policy_cost(results: list[WrkResult], variant: str = "gateway + policies") -> list[str]:
+    """A gateway variant (enforcing policies, recording an audit trail) over the plain gateway, per concurrency."""
     plain = {r.concurrency: r for r in results if r.target == "gateway"}
-    enforced = [r for r in results if r.target == "gateway + policies" and r.concurrency in plain]
+    enforced = [r for r in results if r.target == variant and r.concurrency in plain]
     if not enforced:
-        return ["(not measured: needs --policies and a gateway run)"]
+        return [f"(not measured: needs a `{variant}` and a gateway run)"]
     rows = [
         [r.concurrency, r.client, f"{plain[r.concurrency].rps:,.0f}", f"{r.rps:,.0f}",
          f"{r.rps / plain[r.concurrency].rps:.2f}" if plain[r.concurrency].rps else "-",
          f"{r.p50_ms - plain[r.concurrency].p50_ms:+.2f}", f"{r.p99_ms - plain[r.concurrency].p99_ms:+.2f}"]
         for r in enforced
     ]  # fmt: skip
-    header = ["concurrency", "policies", "no policy req/s", "policies req/s", "ratio", "Δp50 ms", "Δp99 ms"]
+    header = ["concurrency", "variant", "gateway req/s", f"{variant} req/s", "ratio", "Δp50 ms", "Δp99 ms"]
     return table(header, rows)
 
 
@@ -187,6 +187,7 @@ def render(
     parts += ["", "## Latency the gateway adds over the mock", "", *added_latency(results)]
     parts += ["", "## Routing cost: several deployments behind one model name", "", *routing_cost(results)]
     parts += ["", "## Policy cost: the gateway enforcing a policy directory", "", *policy_cost(results)]
+    parts += ["", "## Audit cost: the gateway recording its audit trail", "", *policy_cost(results, "gateway + audit")]
     parts += ["", "## Streaming chat completions", "", *(streaming(streams) if streams else ["(not measured)"])]
     parts += ["", "## Memory (VmRSS, process and children)", "", *memory(servers)]
     parts += [

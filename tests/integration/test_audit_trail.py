@@ -326,3 +326,28 @@ def test_verify_names_the_row_that_was_altered_removed_or_inserted(
     verify = audited.audit("verify")
     assert verify.returncode == 1 and verify.stdout.startswith("FAILED"), verify.stdout + verify.stderr
     assert expected in verify.stdout, verify.stdout
+
+
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_full_spool_refuses_or_counts_the_loss_as_configured(audited: AuditedGateway, policy: str) -> None:
+    extra = f"  run_shipper: false\n  max_spool_bytes: 1048576\n  on_spool_full: {policy}\n"
+    audited.config.write_text(audited.config.read_text() + extra)
+    audited.start()
+    statuses = []
+    with httpx.Client(base_url=audited.url, timeout=10) as http:
+        for _ in range(2500):  # about 1.1 KB of spool each: past the 1 MiB budget with nobody shipping
+            response = http.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {audited.key}"},
+                json={"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                assert response.json()["error"]["code"] == "audit_unavailable"
+                break
+    audit = audited.readyz()["audit"]
+    if policy == "fail_closed":
+        assert statuses[-1] == 503 and set(statuses[:-1]) == {200}
+        assert audit["spool"]["full"] is True
+    else:
+        assert set(statuses) == {200} and audit["lost"] > 0
