@@ -24,7 +24,7 @@ from gateway import settings as settings_module
 from gateway.audit import event as audit_event
 from gateway.audit.process import read_status
 from gateway.audit.spool import SpoolWriter
-from gateway.audit.stage import Audit, AuditAdmission
+from gateway.audit.stage import Audit, AuditAdmission, TapStream
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -65,6 +65,7 @@ class Gateway:
             log.warning("no policy directory configured (policies.dir): requests are not checked by any policy")
         self.spool: SpoolWriter | None = None
         self.audit: Audit | None = None
+        self.tap: TapStream | None = None
         if settings.audit is not None:
             self.spool_dir = settings.near(settings.audit.spool_dir)
             self.spool = SpoolWriter(
@@ -72,7 +73,9 @@ class Gateway:
                 max_bytes=settings.audit.max_spool_bytes,
                 fsync_interval=settings.audit.fsync_interval,
             )
-            self.audit = Audit(self.spool, audit_event.load_or_create_salt(self.spool_dir / "audit.salt"))
+            salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
+            self.audit = Audit(self.spool, salt)
+            self.tap = TapStream(salt)
         self.pipeline = Pipeline(stages=self.stages(), final_stages=[self.audit] if self.audit else [])
 
     def stages(self) -> list[Stage]:
@@ -89,6 +92,7 @@ class Gateway:
             *policy,
             Forward(self.client, self.router, self.secrets, self.models.models),
             *output,
+            *([self.tap] if self.tap is not None else []),
         ]
 
     def readiness(self) -> dict[str, str]:

@@ -61,6 +61,9 @@ class RequestContext:
     attempts: int = 0
     deployment: Deployment | None = None
     upstream_ms: float | None = None
+    ttft_ms: float | None = None
+    stream_usage: dict[str, Any] | None = None
+    answer_digest: str = ""
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False

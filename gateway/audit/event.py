@@ -45,7 +45,7 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
     principal, result, error = ctx.principal, ctx.result, ctx.error
     status = _status(ctx)
     answer = result.body if result is not None and isinstance(result.body, bytes) else b""
-    usage = _usage(answer) if status == 200 else {}
+    usage = ctx.stream_usage or (_usage(answer) if status == 200 else {})
     ended = time.time()
     deployment = ctx.deployment
     return {
@@ -76,11 +76,11 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
         "cost_micro_usd": 0,
         "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
         "upstream_ms": round(ctx.upstream_ms, 3) if ctx.upstream_ms is not None else 0.0,
-        "ttft_ms": 0.0,
+        "ttft_ms": round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
         "client_ip": ctx.client,
         "user_agent": ctx.headers.get("user-agent", "")[:512],
         "prompt_hash": _keyed_hash(salt, ctx.raw_body),
-        "answer_hash": _keyed_hash(salt, answer) if answer else "",
+        "answer_hash": _keyed_hash(salt, answer) if answer else ctx.answer_digest,
         "body": "",
     }
 

@@ -7,7 +7,11 @@ Audit           final stage: runs once however the request ends (served, refused
                 network call; the spool's thread fsyncs in groups and the shipper process does the rest
 """
 
+import hashlib
+import hmac
 import logging
+import time
+from collections.abc import AsyncIterator
 
 from gateway import codec
 from gateway.audit import event
@@ -26,6 +30,45 @@ class AuditAdmission:
     async def __call__(self, ctx: RequestContext) -> None:
         if not self.fail_open and self.writer.full:
             raise AuditUnavailable("The audit trail cannot record requests right now (its spool is full).")
+
+
+class TapStream:
+    def __init__(self, salt: bytes) -> None:
+        self.salt = salt
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        result = ctx.result
+        if result is not None and not isinstance(result.body, bytes):
+            result.body = self._tap(ctx, result.body)
+
+    async def _tap(self, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        digest = hmac.new(self.salt, digestmod=hashlib.sha256)
+        try:
+            async for chunk in chunks:
+                if ctx.ttft_ms is None:
+                    ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+                digest.update(chunk)
+                if b'"usage":{' in chunk:
+                    ctx.stream_usage = _usage_of(chunk) or ctx.stream_usage
+                yield chunk
+        finally:
+            ctx.answer_digest = digest.hexdigest()
+
+
+def _usage_of(chunk: bytes) -> dict[str, object] | None:
+    """The usage object of the SSE event(s) in `chunk` that carry one (chat, completions, Responses)."""
+    for line in chunk.split(b"\n"):
+        if b'"usage":{' not in line or not line.startswith(b"data:"):
+            continue
+        try:
+            event = codec.loads(line[5:])
+        except codec.JSONDecodeError:
+            continue
+        holder = event.get("response", event) if isinstance(event, dict) else None
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict):
+            return usage
+    return None
 
 
 class Audit:

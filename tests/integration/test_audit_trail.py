@@ -120,7 +120,13 @@ def test_every_request_gets_exactly_one_row_whatever_its_outcome(audited: Audite
         with pytest.raises(openai.BadRequestError):
             sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "a zebra"}])
         sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "a lion"}])
-        list(sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "s"}], stream=True))
+        stream = sdk.chat.completions.create(
+            model="mock-model",
+            messages=[{"role": "user", "content": "s"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        list(stream)
         with pytest.raises(openai.NotFoundError):
             sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with openai.OpenAI(base_url=audited.url + "/v1", api_key="gk-000000000000.bad", max_retries=0) as bad:
@@ -141,7 +147,8 @@ def test_every_request_gets_exactly_one_row_whatever_its_outcome(audited: Audite
     assert blocked["error_code"] == "policy_violation" and blocked["attempts"] == 0
     assert [d["rule"] for d in blocked["decisions"]] == ["no-zebras"] and "zebra" in str(blocked["decisions"])
     assert [(d["action"], d["where"]) for d in warned["decisions"]] == [("warn", "input"), ("warn", "output")]
-    assert streamed["stream"] is True
+    assert streamed["stream"] is True and streamed["answer_hash"] and streamed["ttft_ms"] > 0
+    assert streamed["tokens_out"] > 0  # from the usage chunk
     assert unauthenticated["team"] == "" and unauthenticated["error_code"] == "invalid_api_key"
     assert len({row["event_id"] for row in rows}) == 6
     assert "hello" not in json.dumps(rows, default=str)  # no prompt text, only its keyed hash
