@@ -44,13 +44,13 @@ Fast path: an event whose text is unchanged goes out as its original bytes; only
 re-serialised. Malformed input (non-JSON data, broken UTF-8, odd shapes) passes through, nothing raises.
 """
 
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from gateway import codec
 from gateway.guardrails.base import Finding, Hit, TextRule, apply, redact, strictest
+from gateway.guardrails.sse import DONE, Event, Splitter, event_data
 from gateway.guardrails.texts import (
     EVERY_KEY,
     Slot,
@@ -62,10 +62,6 @@ from gateway.guardrails.texts import (
     stream_slots,
     stream_snapshots,
 )
-
-_BOUNDARY = re.compile(rb"\r?\n\r?\n")
-_DONE = b"[DONE]"
-
 
 # ---------------------------------------------------------------- non-streamed answers
 
@@ -106,87 +102,6 @@ def _first_per_rule(findings: Sequence[Finding], seen: set[int]) -> list[Finding
             seen.add(id(finding.rule))
             first.append(finding)
     return first
-
-
-# ---------------------------------------------------------------- SSE framing
-
-
-class _Splitter:
-    """Cuts a byte stream into SSE events (each with its blank-line terminator), whatever the chunking."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The events `chunk` completes. A blank line is "\n\n" or "\n\r\n" after a line's end, so only
-        the line feeds are looked at (bytes.find, faster than a regex here)."""
-        old = len(self._buffer)
-        buffer = self._buffer + chunk if old else chunk
-        events: list[bytes] = []
-        start = 0
-        at = max(0, old - 2)  # a line feed in the last two bytes may not have been decided yet
-        while (at := buffer.find(b"\n", at)) >= 0:
-            if buffer[at + 1 : at + 2] == b"\n":
-                end = at + 2
-            elif buffer[at + 1 : at + 3] == b"\r\n":
-                end = at + 3
-            else:
-                at += 1
-                continue
-            events.append(buffer[start:end])
-            start = at = end
-        self._buffer = buffer[start:]
-        return events
-
-    def rest(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return rest
-
-
-@dataclass(slots=True)
-class _Event:
-    """One SSE event: its lines (without line ends), the line end used, and the terminating blank line."""
-
-    lines: list[bytes]
-    eol: bytes
-    boundary: bytes
-
-    @classmethod
-    def parse(cls, raw: bytes) -> Self:
-        match = _BOUNDARY.search(raw, max(0, len(raw) - 4))
-        boundary = raw[match.start() :] if match is not None and match.end() == len(raw) else b""
-        body = raw[: len(raw) - len(boundary)]
-        eol = b"\r\n" if (boundary or body).find(b"\r\n") >= 0 else b"\n"
-        return cls([line.removesuffix(b"\r") for line in body.split(b"\n")], eol, boundary)
-
-    def data(self) -> bytes | None:
-        """The event's data (its data lines joined), or None if it has none."""
-        values = [_field_value(line) for line in self.lines if line.startswith(b"data:")]
-        return b"\n".join(values) if values else None
-
-    def render(self, payload: dict[str, Any]) -> bytes:
-        """The event with its data replaced by `payload`, other lines (event:, id:, comments) kept."""
-        data_line = b"data: " + codec.dumps(payload)
-        lines: list[bytes] = []
-        for line in self.lines:
-            if not line.startswith(b"data:"):
-                lines.append(line)
-            elif data_line:
-                lines.append(data_line)
-                data_line = b""
-        return self.eol.join(lines) + (self.boundary or self.eol + self.eol)
-
-
-def _data(raw: bytes) -> bytes | None:
-    """The data of a raw event, or None if it has none; one `data: ` line and "\n\n" (the usual) are quick."""
-    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.count(b"\n") == 2 and b"\r" not in raw:
-        return raw[6:-2]
-    return _Event.parse(raw).data()
-
-
-def _field_value(line: bytes) -> bytes:
-    value = line[5:]
-    return value[1:] if value.startswith(b" ") else value
 
 
 # ---------------------------------------------------------------- the stream guard
@@ -242,7 +157,7 @@ class StreamGuard:
             async for chunk in chunks:
                 yield chunk
             return
-        splitter = _Splitter()
+        splitter = Splitter()
         async for chunk in chunks:
             out, block = self._events(splitter.feed(chunk))
             if out or block:
@@ -283,16 +198,16 @@ class StreamGuard:
 
     def _event(self, raw: bytes, final: bool = False) -> list[bytes]:
         """What to send for one raw event: flush events for keys it ends, then the event itself."""
-        data = _data(raw)
+        data = event_data(raw)
         payload = None
-        if data is not None and data != _DONE:
+        if data is not None and data != DONE:
             try:
                 payload = codec.loads(data)
             except codec.JSONDecodeError:
                 pass  # not JSON: passed through as it came
         if isinstance(payload, dict):
             return self._payload(raw, payload, final)
-        return [*self._ending([EVERY_KEY], []), raw] if final or data == _DONE else [raw]
+        return [*self._ending([EVERY_KEY], []), raw] if final or data == DONE else [raw]
 
     def _payload(self, raw: bytes, payload: dict[str, Any], final: bool) -> list[bytes]:
         scopes = stream_ends(self.endpoint, payload)
@@ -309,7 +224,7 @@ class StreamGuard:
             if slots or snapshots:
                 changed |= drop_logprobs(self.endpoint, payload)
         out = self._ending(scopes, findings)
-        out.append(_Event.parse(raw).render(payload) if changed else raw)
+        out.append(Event.parse(raw).render(payload) if changed else raw)
         return out
 
     def _delta(
@@ -441,7 +356,7 @@ class StreamGuard:
             raw, template = state.template
             payload = stream_delta_event(self.endpoint, template, key, text)
             if payload is not None:
-                out.append(_Event.parse(raw).render(payload))
+                out.append(Event.parse(raw).render(payload))
         return out
 
 
