@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from gateway.audit import schema
+from gateway.audit import rows, schema
 from gateway.audit.chain import (
     GENESIS,
     Checkpoint,
@@ -109,7 +109,7 @@ class AuditStore:
         """The events as rows, without repeats in the batch and without the ones already stored."""
         unique: dict[Any, dict[str, Any]] = {}
         for event in events:
-            row = schema.to_row(event)
+            row = rows.to_row(event)
             unique.setdefault(row["event_id"], row)
         if not unique:
             return []

@@ -17,7 +17,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from gateway.audit import schema
+from gateway.audit import rows, schema
 from gateway.audit import store as store_module
 from gateway.audit.chain import GENESIS, Signer, checkpoint_message, row_hash, verify_signature
 from gateway.audit.schema import ALL_NAMES, CHECKPOINT_NAMES
@@ -104,7 +104,7 @@ def mutate(audit: AuditStore, sql: str) -> None:
 
 def forged(audit: AuditStore, seq: int, prev_hash: str, **fields: Any) -> None:
     """A row written behind the store's back, with a correctly computed hash."""
-    row = {**schema.to_row(event(99, **fields)), "seq": seq, "prev_hash": prev_hash}
+    row = {**rows.to_row(event(99, **fields)), "seq": seq, "prev_hash": prev_hash}
     row["hash"] = row_hash(prev_hash, row)
     audit.client.insert(audit.events, [[row[name] for name in ALL_NAMES]], column_names=ALL_NAMES)
 
@@ -187,7 +187,7 @@ def test_a_row_read_back_hashes_as_it_was_written(store: AuditStore) -> None:
         body="line\nbreak",
     )
     store.insert([awkward])
-    written = schema.to_row(awkward)
+    written = rows.to_row(awkward)
     [stored] = rows_of(store)
     assert stored["hash"] == row_hash(GENESIS, written) == row_hash(stored["prev_hash"], stored)
     assert stored["ts"] == datetime(2026, 3, 1, 14, 0, 0, 123000)  # cut to the ms, naive UTC
