@@ -1,4 +1,4 @@
-"""The audit tables: the one list of columns, numbered idempotent migrations, and event → row normalisation.
+"""The audit tables: the one list of columns and numbered idempotent migrations (rows.py turns events into rows).
 
 COLUMNS of `audit_events` (`EVENT_COLUMNS` below is the single source: the DDL, the cluster DDL, the
 insert, the hash and the reads are all made from it; `tests/unit/audit` checks that this table names them all)
