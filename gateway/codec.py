@@ -17,3 +17,8 @@ def dumps(obj: Any) -> bytes:
 
 def dumps_pretty(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """Compact, keys sorted: the same value always gives the same bytes (what a hash is taken over)."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)

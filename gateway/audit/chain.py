@@ -32,11 +32,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson  # canonical JSON needs OPT_SORT_KEYS without indentation, which gateway.codec does not offer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway import codec
 from gateway.audit.schema import EVENT_COLUMNS, EVENT_NAMES
 
 GENESIS = "0" * 64
@@ -82,7 +82,7 @@ def canonical(values: Sequence[Any]) -> bytes:
         if value is None or value == default:
             continue
         doc[name] = value if canon is None else canon(value)
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return codec.dumps_canonical(doc)
 
 
 def hash_values(prev_hash: str, values: Sequence[Any]) -> str:
