@@ -109,22 +109,29 @@ def check_input(
         if missing:
             recorder.add(ref, "input", "missing " + ", ".join(missing), started)
     changed = _cap_max_tokens(effective, endpoint, body, provider, recorder)
-    slots = request_slots(endpoint, body)
-    texts = [slot.get() for slot in slots]
-    if effective.input_text:
-        changed |= _check_texts(effective.input_text, slots, texts, recorder)
-        if changed:
-            texts = [slot.get() for slot in slots]
-    messages = len(body["messages"]) if endpoint == "chat/completions" else 0
-    for ref, limit in effective.input_tokens:
-        started = time.perf_counter()
-        if tokens.upper_bound(texts, messages) <= limit.limit:
-            continue
-        count = tokens.count(texts, tokenizer_model or model, messages=messages)
-        if count > limit.limit:
-            recorder.add(ref, "input", f"{count} input tokens > {limit.limit}", started)
+    if effective.input_text or effective.input_tokens:
+        slots = request_slots(endpoint, body)
+        if effective.input_text:
+            changed |= _check_texts(effective.input_text, slots, [slot.get() for slot in slots], recorder)
+        if effective.input_tokens:
+            messages = len(body["messages"]) if endpoint == "chat/completions" else 0
+            _check_tokens(effective, [slot.get() for slot in slots], messages, tokenizer_model or model, recorder)
     recorder.raise_if_blocked()
     return changed
+
+
+def _check_tokens(effective: Effective, texts: list[str], messages: int, model: str, recorder: Recorder) -> None:
+    """Token limits: the UTF-8 size bounds the count, so a prompt within every limit by it is never tokenized;
+    otherwise it is counted once, for all the limits."""
+    bound = tokens.upper_bound(texts, messages)
+    count: int | None = None
+    for ref, limit in effective.input_tokens:
+        started = time.perf_counter()
+        if bound <= limit.limit:
+            continue
+        count = tokens.count(texts, model, messages=messages) if count is None else count
+        if count > limit.limit:
+            recorder.add(ref, "input", f"{count} input tokens > {limit.limit}", started)
 
 
 def _cap_max_tokens(
