@@ -8,18 +8,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
+from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
 
-GATEWAY_YAML = """\
-models:
-  - name: mock-model
-    provider: openai_compatible
-    base_url: {mock}/v1
-    api_key: env:TEST_UPSTREAM_KEY
-  - name: gpt-4o-mini
-    provider: openai
-    base_url: {mock}/v1
-    api_key: env:TEST_UPSTREAM_KEY
+GATEWAY_YAML = (
+    MOCK_MODELS
+    + """\
   - name: alias-model
     provider: vllm
     base_url: {mock}/v1
@@ -45,6 +38,7 @@ server:
   max_body_bytes: 65536
   body_timeout: 1.5
 """
+)
 
 
 @dataclass

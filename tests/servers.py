@@ -17,6 +17,18 @@ from typing import Any
 import httpx
 
 UPSTREAM_SECRET = "sk-upstream-secret-0123456789"
+# The models every test gateway serves from the mock (a gateway.yaml fragment; format it with mock=<url>).
+MOCK_MODELS = """\
+models:
+  - name: mock-model
+    provider: openai_compatible
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+  - name: gpt-4o-mini
+    provider: openai
+    base_url: {mock}/v1
+    api_key: env:TEST_UPSTREAM_KEY
+"""
 
 
 def free_port() -> int:

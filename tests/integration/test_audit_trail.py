@@ -16,21 +16,17 @@ import openai
 import pytest
 
 from tests.conftest import create_key
-from tests.servers import UPSTREAM_SECRET, Mock, Process, gateway_command, start
+from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, gateway_command, start
 
-GATEWAY_YAML = """\
-models:
-  - name: mock-model
-    provider: openai_compatible
-    base_url: {mock}/v1
-    api_key: env:TEST_UPSTREAM_KEY
-    retries: {{attempts: 1}}
-    breaker: {{failures: 1000}}
+GATEWAY_YAML = (
+    MOCK_MODELS
+    + """\
 policies:
   dir: policies
 audit:
   spool_dir: spool
 """
+)
 POLICY = """\
 policies:
   - name: main
@@ -114,7 +110,6 @@ def audited(mock: Mock, tmp_path: Path) -> Iterator[AuditedGateway]:
 
 def test_every_request_gets_exactly_one_row_whatever_its_outcome(audited: AuditedGateway, upstream: Mock) -> None:
     audited.start()
-    upstream.faults({"broken": {"status": 500, "times": 100}})
     with openai.OpenAI(base_url=audited.url + "/v1", api_key=audited.key, max_retries=0) as sdk:
         sdk.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "hello"}], user="u-1")
         with pytest.raises(openai.BadRequestError):

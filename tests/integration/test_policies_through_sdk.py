@@ -16,22 +16,16 @@ import pytest
 
 from gateway.policy import loader
 from tests.conftest import create_key
-from tests.servers import UPSTREAM_SECRET, Mock, Process, start
+from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, start
 
-GATEWAY_YAML = """\
-models:
-  - name: mock-model
-    provider: openai_compatible
-    base_url: {mock}/v1
-    api_key: env:TEST_UPSTREAM_KEY
-  - name: gpt-4o-mini
-    provider: openai
-    base_url: {mock}/v1
-    api_key: env:TEST_UPSTREAM_KEY
+GATEWAY_YAML = (
+    MOCK_MODELS
+    + """\
 policies:
   dir: policies
   reload_interval: 0.2
 """
+)
 
 MAIN = """\
 policies:
