@@ -118,11 +118,13 @@ class SpoolWriter:
             segment.first_write = segment.first_write or time.monotonic()
             self._appended += 1
             self._appended_bytes += len(data)
-            self._full, self._need = False, 0
+            if self._full and self._estimate() + self._need <= self.max_bytes:
+                self._full, self._need = False, 0  # room again for the record that was refused
 
     @property
     def full(self) -> bool:
-        """The last append was refused, and the spool has not shrunk enough since to take it."""
+        """An append was refused, and the spool has not shrunk enough since to take that record. A smaller record
+        written meanwhile (the event of a request refused for this very reason) does not reopen it."""
         return self._full
 
     def close(self) -> None:
