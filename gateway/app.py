@@ -28,6 +28,10 @@ from gateway.audit.stage import Audit, AuditAdmission, TapStream
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.limits.alerts import Alerts
+from gateway.limits.costs import Pricing
+from gateway.limits.service import Limits
+from gateway.limits.stage import Admit, AskUsage, Meter, Settle
 from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
 from gateway.pipeline import Pipeline, Stage
@@ -76,11 +80,22 @@ class Gateway:
             salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
             self.audit = Audit(self.spool, salt)
             self.tap = TapStream(salt)
-        self.pipeline = Pipeline(stages=self.stages(), final_stages=[self.audit] if self.audit else [])
+        self.pricing = Pricing(settings)
+        self.alerts = Alerts(self.client, settings.limits.webhook_url, self.audit.record if self.audit else None)
+        # limits come from policies: without a policy directory there is nothing to count
+        self.limits = Limits(settings.limits, self.alerts) if self.policies is not None else None
+        self.metered = self.policies is not None or self.audit is not None
+        final: list[Stage] = [Settle(self.limits, self.pricing)] if self.metered else []
+        self.pipeline = Pipeline(stages=self.stages(), final_stages=final + ([self.audit] if self.audit else []))
 
     def stages(self) -> list[Stage]:
         policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
+        if self.limits is not None:
+            policy.append(Admit(self.limits, self.pricing, self.settings.limits))
         output: list[Stage] = [CheckOutput()] if self.policies else []
+        if self.metered:
+            policy.append(AskUsage())
+            output.append(Meter())
         admission: list[Stage] = []
         if self.spool is not None and self.settings.audit is not None:
             admission = [AuditAdmission(self.spool, self.settings.audit.on_spool_full == "fail_open")]
@@ -103,7 +118,11 @@ class Gateway:
 
     def details(self) -> dict[str, object]:
         """What /readyz shows beside the checks: the serving policy revision and the state of its reloads."""
-        return {"policies": self.policies.status() if self.policies else None, "audit": self.audit_status()}
+        return {
+            "policies": self.policies.status() if self.policies else None,
+            "limits": self.limits.status() if self.limits else None,
+            "audit": self.audit_status(),
+        }
 
     def audit_status(self) -> dict[str, object] | None:
         if self.spool is None or self.audit is None:
@@ -119,6 +138,8 @@ class Gateway:
             asyncio.create_task(self._refresh_keys()),
             asyncio.create_task(health.run(self.client, self.router, self.settings, self.secrets)),
         ]
+        if self.limits is not None:
+            tasks.append(asyncio.create_task(self.limits.run()))
         if self.policies is not None and self.settings.policies is not None:
             tasks.append(asyncio.create_task(self.policies.watch(self.settings.policies.reload_interval)))
             with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
@@ -126,9 +147,14 @@ class Gateway:
         try:
             yield
         finally:
+            if self.limits is not None:
+                await self.limits.drain(5.0)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.alerts.close()
+            if self.limits is not None:
+                await self.limits.close()
             await self.client.close()
             if self.spool is not None:
                 self.spool.close()
@@ -155,7 +181,7 @@ def build_middleware_stack(settings: Settings, app: Starlette) -> ASGIApp:
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return Response(exc.render(), exc.status, media_type="application/json")
+    return Response(exc.render(), exc.status, exc.headers, media_type="application/json")
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

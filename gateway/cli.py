@@ -14,6 +14,7 @@ from gateway import codec, secrets
 from gateway import settings as settings_module
 from gateway.audit import cli as audit_cli
 from gateway.auth import keys as keys_module
+from gateway.limits import cli as limits_cli
 from gateway.policy import cli as policy_cli
 from gateway.policy import loader as policy_loader
 from gateway.settings import SecretError, Settings
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=cmd_keys_revoke)
     policy_cli.add_commands(commands)
     audit_cli.add_commands(commands)
+    limits_cli.add_commands(commands)
     secrets.add_commands(commands)
     return top
 

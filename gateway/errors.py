@@ -14,13 +14,17 @@ error body, so the official SDKs raise the matching exception class:
      ├── RequestTimeout            408  request_timeout      (client sent its body too slowly)
      ├── PayloadTooLarge           413  payload_too_large
      ├── HeadersTooLarge           431  request_header_fields_too_large
+     ├── RateLimited               429  rate_limit_exceeded  (a policy's RPM, TPM or concurrency limit; Retry-After)
+     ├── BudgetExceeded            429  budget_exceeded      (a policy's spend budget; x-should-retry: false)
      ├── InternalError             500  internal_error       (a bug: logged, never shown)
      ├── UpstreamUnreachable       502  upstream_unreachable
      ├── NoDeploymentAvailable     503  no_deployment_available (breakers open, health checks failing, all busy)
      ├── AuditUnavailable          503  audit_unavailable    (the audit spool is full and the policy is fail_closed)
+     ├── LimitsUnavailable         503  limits_unavailable   (Redis is unreachable and the rule is fail_closed)
      └── UpstreamTimeout           504  upstream_timeout
 
 An upstream's own 4xx/5xx is not a GatewayError: its status and body are passed through as they are.
+An error may carry response headers (`headers`), such as Retry-After on a 429.
 """
 
 from typing import Any
@@ -39,6 +43,7 @@ class GatewayError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -115,6 +120,33 @@ class HeadersTooLarge(GatewayError):
     code = "request_header_fields_too_large"
 
 
+class Limited(GatewayError):
+    """Refused by a rate limit or a budget rule: the body names the policy and the rule."""
+
+    status = 429
+
+    def __init__(self, message: str, *, policy: str, rule: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.rule = rule
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"].update(policy=self.policy, rule=self.rule)
+        return body
+
+
+class RateLimited(Limited):
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(Limited):
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+
 class InternalError(GatewayError):
     pass
 
@@ -135,6 +167,12 @@ class AuditUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "audit_unavailable"
+
+
+class LimitsUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

@@ -130,5 +130,6 @@ async def send_error(send: Send, exc: GatewayError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status in (408, 413, 431):
         headers.append((b"connection", b"close"))
+    headers.extend((name.encode(), value.encode("latin-1")) for name, value in exc.headers.items())
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

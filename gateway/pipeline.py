@@ -7,11 +7,16 @@
       2 ResolveModel   requested model → configured model, key may use it (gateway.routing)
         ResolvePolicy  the effective policy for (team, key, tags, model, route) (gateway.policy.stages)
       4 CheckInput     policy rules on the request: models, metadata, token caps, text guardrails
+      3 Admit          rate limits and budget reservation, one round trip (gateway.limits.stage)
+        AskUsage       a stream asks the upstream for its usage chunk
       6 Forward        call the upstream, pass its answer through   (gateway.upstream.stage)
       7 CheckOutput    text guardrails on the answer, streams checked chunk by chunk
-    final stages: run once the answer is complete, also after errors and client disconnects (none yet)
+        Meter          x-ratelimit-* headers; a stream's usage chunk caught (hidden if the client did not ask)
+    final stages: run once the answer is complete, also after errors and client disconnects:
+      8 Settle         usage and cost; counters settled (gateway.limits.stage)
+      9 Audit          one event per request, appended to the spool (gateway.audit.stage)
 
-Stages 3, 5, 8 and 9 of DESIGN.md (admission, redaction, settle, audit) join the lists as their issues land.
+Stage 5 of DESIGN.md (PII redaction) joins the list when its issue lands.
 A stage that does nothing is not in the list: the policy stages are there only when a policy directory is
 configured. Stages never see HTTP objects: routes build the context, the pipeline fills `ctx.result`,
 routes turn it into a response.
@@ -29,6 +34,8 @@ from gateway.errors import GatewayError, InternalError
 from gateway.settings import Deployment, ModelConfig
 
 if TYPE_CHECKING:
+    from gateway.limits.prices import Usage
+    from gateway.limits.service import Held
     from gateway.policy.compiled import Effective
     from gateway.policy.engine import Decision
 
@@ -64,6 +71,13 @@ class RequestContext:
     ttft_ms: float | None = None
     stream_usage: dict[str, Any] | None = None
     answer_digest: str = ""
+    prompt_tokens: int | None = None
+    held: "Held | None" = None
+    limit_headers: dict[str, str] = field(default_factory=dict)
+    usage_hidden: bool = False
+    received: list[bytes] = field(default_factory=list)
+    usage: "Usage | None" = None
+    cost_micro_usd: int = 0
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False

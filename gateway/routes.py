@@ -2,6 +2,7 @@
 
 POST /v1/chat/completions · /v1/completions · /v1/embeddings · /v1/responses   → the pipeline
 GET  /v1/models · /v1/models/{model}   the models this key may use
+GET  /v1/gateway/usage[?model=M]       this key's rate limits and budgets: used, remaining, reset
 GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
 """
 
@@ -17,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import codec
 from gateway.auth.stage import authenticate
 from gateway.errors import GatewayError, InternalError, NotFound
+from gateway.limits import usage
 from gateway.middleware import send_error
 from gateway.pipeline import RequestContext, Result
 from gateway.settings import ModelConfig
@@ -103,6 +105,23 @@ async def retrieve_model(request: Request) -> Response:
     raise NotFound(f"The model '{name}' does not exist.", param="model", code="model_not_found")
 
 
+async def key_usage(request: Request) -> Response:
+    gateway = _gateway(request)
+    principal = authenticate(gateway.keys, bearer(request.headers))
+    models = gateway.models.visible(principal)
+    wanted = request.query_params.get("model")
+    if wanted is not None:
+        models = [m for m in models if m.name == wanted]
+        if not models:
+            raise NotFound(f"The model '{wanted}' does not exist.", param="model", code="model_not_found")
+    if gateway.limits is None or gateway.policies is None:
+        body: dict[str, object] = {"object": "gateway.usage", "limits": [], "budgets": []}
+        body["key"] = {"id": principal.key_id, "name": principal.name, "team": principal.team}
+        return json_response(body)
+    policies = gateway.policies.current
+    return json_response(await usage.report(gateway.limits, policies, gateway.settings.limits, principal, models))
+
+
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
@@ -125,6 +144,7 @@ def routes(gateway: "Gateway") -> list[Route]:
         *proxied,
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/v1/gateway/usage", key_usage, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -9,10 +9,12 @@ only when the gateway starts serving, so admin commands such as `gateway keys` n
 import logging
 import os
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from gateway import yamlconf
 
@@ -38,6 +40,21 @@ def _http_url(value: str | None) -> str | None:
     return value.rstrip("/") if value else value
 
 
+USD = Annotated[Decimal, Field(ge=0, decimal_places=6)]
+
+
+@dataclass(frozen=True)
+class PriceSetting:
+    """USD per 1M tokens (0 for a self-hosted model that costs nothing); overrides the shipped pricing table.
+    `cached_input` defaults to `input`; `max_output_tokens` bounds what a request without a cap can cost."""
+
+    __pydantic_config__ = FORBID
+    input: USD
+    output: USD
+    cached_input: USD | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+
+
 @dataclass(frozen=True)
 class Deployment:
     """One upstream that can serve a model: where it is, how to reach it, its share of the load."""
@@ -55,6 +72,7 @@ class Deployment:
     weight: Annotated[int, Field(ge=0)] = 1
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     health_check: "HealthCheck | None" = None
+    price: PriceSetting | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -126,6 +144,7 @@ class ModelConfig:
     organization: str | None = None
     project: str | None = None
     timeout: Timeouts = field(default_factory=Timeouts)
+    price: PriceSetting | None = None
     deployments: tuple[Deployment, ...] = ()
     strategy: Strategy = "priority"
     retries: Retries = field(default_factory=Retries)
@@ -155,7 +174,7 @@ class ModelConfig:
 
     def _short_form(self) -> Deployment:
         assert self.provider is not None and self.base_url is not None
-        fields = ("api_key", "model", "api_version", "organization", "project", "timeout")
+        fields = ("api_key", "model", "api_version", "organization", "project", "timeout", "price")
         return Deployment(self.provider, self.base_url, **{f: getattr(self, f) for f in fields})
 
 
@@ -207,6 +226,45 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """Where rate limits and budgets are counted: Redis (`redis_url`, shared by every worker and replica) or,
+    without it, in the process (exact within one worker). Budget periods are calendar days, ISO weeks and
+    months in `timezone`. A crashed worker's concurrency slots and budget reservations return after
+    `lease_seconds`. `default_max_tokens`: the answer length assumed for a request that sets no cap, for a
+    model whose maximum is unknown. `webhook_url`: where soft budget thresholds are also POSTed."""
+
+    __pydantic_config__ = FORBID
+    redis_url: str | None = None
+    key_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")] = "gw"
+    timezone: str = "UTC"
+    lease_seconds: Annotated[float, Field(ge=10)] = 900.0
+    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
+    connect_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
+    webhook_url: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+
+@dataclass(frozen=True)
 class Settings:
     __pydantic_config__ = FORBID
     models: tuple[ModelConfig, ...]
@@ -215,6 +273,7 @@ class Settings:
     keys_file: str | None = None
     policies: PolicySettings | None = None
     audit: AuditSettings | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     log_level: str = "info"
     source: str = ""
 
@@ -263,6 +322,7 @@ ENV_OVERRIDES = {
     "GATEWAY_LOG_LEVEL": (None, "log_level", str),
     "GATEWAY_POLICY_DIR": ("policies", "dir", str),
     "GATEWAY_CLICKHOUSE_URL": ("audit", "clickhouse_url", str),
+    "GATEWAY_REDIS_URL": ("limits", "redis_url", str),
 }
 
 

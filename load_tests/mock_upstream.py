@@ -2,7 +2,12 @@
 
 Model endpoints (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`,
 `/v1/models`) answer in the exact wire format the official `openai` SDK parses; the default
-answer is `"Echo: " + <last user text>` so a test can check that content round-trips.
+answer is `"Echo: " + <last user text>` so a test can check that content round-trips. A token is one
+whitespace-separated word. Like the real API, a text answer honours the request's length cap
+(`max_completion_tokens` or `max_tokens` for chat, `max_tokens` for completions, `max_output_tokens` for
+Responses): a longer answer is cut to its first `cap` words and ends with finish_reason "length" (a
+Responses answer is `status: "incomplete"`, `incomplete_details.reason: "max_output_tokens"`); usage counts
+the cut answer. Tool-call arguments and JSON-mode answers are never cut.
 
 Control endpoints, for tests:
     GET|POST|DELETE /_mock/faults    the runtime fault table (see `mock_faults`)
@@ -165,8 +170,14 @@ class MockUpstream:
         user, tool = wire.last_user_text(messages), wire.chosen_tool(body)
         head = {"id": self.new_id("chatcmpl-"), "created": int(time.time()), "model": body["model"]}
         call_id, arguments = self.new_id("call_"), wire.echo_json(user)
-        text = None if tool else arguments if wire.wants_json(body) else self.reply(user)
-        finish = "tool_calls" if tool else "stop"
+        text: str | None
+        if tool:
+            text, finish = None, "tool_calls"
+        elif wire.wants_json(body):
+            text, finish = arguments, "stop"
+        else:
+            text, was_cut = wire.cut(self.reply(user), wire.answer_cap(body, "max_completion_tokens", "max_tokens"))
+            finish = "length" if was_cut else "stop"
         usage = wire.chat_usage(wire.prompt_words(messages), wire.words(arguments if tool else text or ""))
         if body.get("stream"):
             deltas = wire.tool_deltas(tool, call_id, arguments) if tool else wire.text_deltas(text or "")
@@ -177,13 +188,14 @@ class MockUpstream:
 
     async def completions(self, body: dict, receive: Any, send: Any, fault: Fault | None) -> None:
         prompt = wire.first_prompt(body.get("prompt"))
-        text = self.reply(prompt)
+        text, was_cut = wire.cut(self.reply(prompt), wire.answer_cap(body, "max_tokens"))
+        finish = "length" if was_cut else "stop"
         head = {"id": self.new_id("cmpl-"), "created": int(time.time()), "model": body["model"]}
         usage = wire.chat_usage(wire.words(prompt), wire.words(text))
         if body.get("stream"):
-            chunks = wire.completion_chunks(head, text, "stop", usage if include_usage(body) else None)
+            chunks = wire.completion_chunks(head, text, finish, usage if include_usage(body) else None)
             return await self.stream(chunks, receive, send, fault)
-        await respond(send, 200, wire.completion(head, text, "stop", usage))
+        await respond(send, 200, wire.completion(head, text, finish, usage))
 
     async def embeddings(self, body: dict, receive: Any, send: Any, fault: Fault | None) -> None:
         items = wire.embedding_inputs(body.get("input"))
@@ -198,15 +210,21 @@ class MockUpstream:
     async def responses(self, body: dict, receive: Any, send: Any, fault: Fault | None) -> None:
         items, fmt = body.get("input"), (body.get("text") or {}).get("format") or {}
         user = wire.last_user_text(items)
-        text = wire.echo_json(user) if fmt.get("type") in ("json_object", "json_schema") else self.reply(user)
+        was_cut = False
+        if fmt.get("type") in ("json_object", "json_schema"):
+            text = wire.echo_json(user)
+        else:
+            text, was_cut = wire.cut(self.reply(user), wire.answer_cap(body, "max_output_tokens"))
+        status = "incomplete" if was_cut else "completed"
         instructions = body["instructions"] if isinstance(body.get("instructions"), str) else ""
         usage = wire.responses_usage(wire.prompt_words(items) + wire.words(instructions), wire.words(text))
         head = {"id": self.new_id("resp_"), "created_at": int(time.time()), "model": body["model"]}
         msg_id = self.new_id("msg_")
         if body.get("stream"):
-            return await self.stream(wire.response_events(body, head, msg_id, text, usage), receive, send, fault)
-        output = [wire.output_message(msg_id, text)]
-        await respond(send, 200, orjson.dumps(wire.response_object(body, head, output, usage, "completed")))
+            events = wire.response_events(body, head, msg_id, text, usage, status)
+            return await self.stream(events, receive, send, fault)
+        output = [wire.output_message(msg_id, text, status)]
+        await respond(send, 200, orjson.dumps(wire.response_object(body, head, output, usage, status)))
 
     # ------------------------------------------------------------ streaming
 

@@ -5,7 +5,8 @@ server decides (id, timestamp, reply text) and returns the exact JSON or SSE byt
 `openai` SDK parses: `chat.completion` / `chat.completion.chunk`, `text_completion`, embeddings
 (float or base64 little-endian float32), and the Responses API object and its stream events.
 
-Token counts are deterministic and simple: one token per whitespace-separated word.
+Token counts are deterministic and simple: one token per whitespace-separated word. A text answer
+longer than the request's length cap (`answer_cap`) is cut to its first `cap` words (`cut`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ def words(text: str) -> int:
 def pieces(text: str) -> list[str]:
     """Split `text` into word-sized stream deltas whose concatenation is exactly `text`."""
     return _PIECE.findall(text) or [text]
+
+
+def answer_cap(body: dict, *fields: str) -> int | None:
+    """The answer length cap a request sets: the first of `fields` holding a positive integer, else None."""
+    for name in fields:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def cut(text: str, cap: int | None) -> tuple[str, bool]:
+    """`text` cut to its first `cap` words, their spacing kept; True if anything was cut off."""
+    if cap is None or words(text) <= cap:
+        return text, False
+    return "".join(pieces(text)[:cap]), True
 
 
 def content_text(content: Any) -> str:
@@ -265,7 +282,7 @@ def response_object(body: dict, head: dict, output: list, usage: dict | None, st
         "status": status,
         "completed_at": head["created_at"] if status == "completed" else None,
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "metadata": body.get("metadata") or {},
@@ -285,8 +302,14 @@ def response_object(body: dict, head: dict, output: list, usage: dict | None, st
     }
 
 
-def response_events(body: dict, head: dict, msg_id: str, text: str, usage: dict) -> Iterator[bytes]:
-    """The Responses SSE event sequence for one text message, each with `type` and `sequence_number`."""
+def response_events(
+    body: dict, head: dict, msg_id: str, text: str, usage: dict, status: str = "completed"
+) -> Iterator[bytes]:
+    """The Responses SSE event sequence for one text message, each with `type` and `sequence_number`.
+
+    `status` is "completed", or "incomplete" (the answer was cut at `max_output_tokens`): then the item is
+    incomplete too and the last event is `response.incomplete`.
+    """
     where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     pending = response_object(body, head, [], None, "in_progress")
@@ -297,12 +320,13 @@ def response_events(body: dict, head: dict, msg_id: str, text: str, usage: dict)
         {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
     ]
     events += [{"type": "response.output_text.delta", **where, "delta": p, "logprobs": []} for p in pieces(text)]
-    done = response_object(body, head, [output_message(msg_id, text)], usage, "completed")
+    item = output_message(msg_id, text, status)
+    done = response_object(body, head, [item], usage, status)
     events += [
         {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
         {"type": "response.content_part.done", **where, "part": part},
-        {"type": "response.output_item.done", "output_index": 0, "item": output_message(msg_id, text)},
-        {"type": "response.completed", "response": done},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": f"response.{status}", "response": done},
     ]
     for number, event in enumerate(events):
         event["sequence_number"] = number

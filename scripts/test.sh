@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="test" source scripts/venv.sh
+# The Redis tests start their own redis-server on a free loopback port (Debian's package may also
+# start a system service on install; the tests do not use it).
+command -v redis-server >/dev/null || apt_install redis-server
 
 .venv/bin/ruff check gateway tests load_tests scripts
 .venv/bin/ruff format --check gateway tests load_tests scripts

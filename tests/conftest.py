@@ -8,6 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.redis_server import RedisServer, start_redis
 from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
 
 GATEWAY_YAML = (
@@ -101,6 +102,23 @@ def gateway(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
         yield GatewayUnderTest(process, config, key, limited, revoked, expired)
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis, emptied (FLUSHALL), as a `redis://` URL."""
+    redis_server.flush()
+    return redis_server.url
 
 
 @pytest.fixture

@@ -45,7 +45,12 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
     principal, result, error = ctx.principal, ctx.result, ctx.error
     status = _status(ctx)
     answer = result.body if result is not None and isinstance(result.body, bytes) else b""
-    usage = ctx.stream_usage or (_usage(answer) if status == 200 else {})
+    if ctx.usage is not None:  # counted by the Settle stage (streams a client abandoned included)
+        tokens_in, tokens_out = ctx.usage.input_tokens, ctx.usage.output_tokens
+    else:
+        usage = ctx.stream_usage or (_usage(answer) if status == 200 else {})
+        tokens_in = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
+        tokens_out = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
     ended = time.time()
     deployment = ctx.deployment
     return {
@@ -71,9 +76,9 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
         "policy_revision": ctx.policy.revision if ctx.policy is not None else "",
         "decisions": [_decision(d) for d in ctx.decisions],
         "pii": [],
-        "tokens_in": int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0),
-        "tokens_out": int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0),
-        "cost_micro_usd": 0,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost_micro_usd": ctx.cost_micro_usd,
         "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
         "upstream_ms": round(ctx.upstream_ms, 3) if ctx.upstream_ms is not None else 0.0,
         "ttft_ms": round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,

@@ -78,6 +78,9 @@ class Audit:
         self.lost = 0
 
     async def __call__(self, ctx: RequestContext) -> None:
+        self.record(ctx)
+
+    def record(self, ctx: RequestContext) -> None:
         record = codec.dumps(event.build(ctx, self.salt))
         try:
             self.writer.append(record)

@@ -95,6 +95,14 @@ def estimate(text: str) -> int:
     return math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
 
 
+def loaded(name: str) -> bool:
+    """Whether the encoding `name` is loaded in this process (counting with it will not load a file)."""
+    return name in _LOADED
+
+
+_LOADED: set[str] = set()
+
+
 @functools.cache
 def encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken encoding `name` ("o200k_base" or "cl100k_base"), built from the vendored file once per
@@ -103,13 +111,15 @@ def encoding(name: str) -> tiktoken.Encoding:
         raise ValueError(f"unknown encoding {name!r}; known: {', '.join(SHA256)}")
     constructor = openai_public.ENCODING_CONSTRUCTORS[name]
     parameters = _with_vendored_files(constructor)()
-    return tiktoken.Encoding(
+    built = tiktoken.Encoding(
         name=parameters["name"],
         pat_str=parameters["pat_str"],
         mergeable_ranks=parameters["mergeable_ranks"],
         special_tokens=parameters["special_tokens"],
         explicit_n_vocab=parameters.get("explicit_n_vocab"),
     )
+    _LOADED.add(name)
+    return built
 
 
 def _with_vendored_files(constructor: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:

@@ -21,12 +21,14 @@ from gateway.guardrails.injection import Injection
 from gateway.guardrails.text import Patterns, Terms
 from gateway.guardrails.topics import Topics
 from gateway.policy.schema import (
+    BudgetRule,
     InjectionRule,
     MaxInputTokensRule,
     MaxTokensRule,
     MetadataRule,
     ModelsRule,
     Policy,
+    RateLimitRule,
     RegexRule,
     SecretsRule,
     TermsRule,
@@ -85,6 +87,12 @@ class Effective:
     input_tokens: tuple[tuple[RuleRef, MaxInputTokensRule], ...] = ()
     input_text: tuple[TextRule, ...] = ()
     output_text: tuple[TextRule, ...] = ()
+    rate_limits: tuple[tuple[RuleRef, RateLimitRule], ...] = ()
+    budgets: tuple[tuple[RuleRef, BudgetRule], ...] = ()
+
+    @property
+    def limits(self) -> bool:
+        return bool(self.rate_limits or self.budgets)
 
     @property
     def checks_input(self) -> bool:
@@ -115,7 +123,8 @@ class PolicySet:
 
 def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
     """The effective policy of the matching policies (already in layer order)."""
-    parts: dict[str, list[Any]] = {name: [] for name in ("models", "metadata", "max_tokens", "input_tokens")}
+    names = ("models", "metadata", "max_tokens", "input_tokens", "rate_limits", "budgets")
+    parts: dict[str, list[Any]] = {name: [] for name in names}
     input_text: list[TextRule] = []
     output_text: list[TextRule] = []
     for item in matching:
@@ -132,6 +141,10 @@ def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
                 parts["max_tokens"].append((ref, rule))
             elif isinstance(rule, MaxInputTokensRule):
                 parts["input_tokens"].append((ref, rule))
+            elif isinstance(rule, RateLimitRule):
+                parts["rate_limits"].append((ref, rule))
+            elif isinstance(rule, BudgetRule):
+                parts["budgets"].append((ref, rule))
             else:
                 replacement = rule.replacement if isinstance(rule, TextRuleBase) else "[REDACTED]"
                 check = item.checks[rule.name]
@@ -150,6 +163,8 @@ def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
         input_tokens=tuple(parts["input_tokens"]),
         input_text=tuple(input_text),
         output_text=tuple(output_text),
+        rate_limits=tuple(parts["rate_limits"]),
+        budgets=tuple(parts["budgets"]),
     )
 
 

@@ -8,13 +8,15 @@
         rules:
           - {name: no-secrets, kind: secrets, action: block, where: [input, output], message: "..."}
 
-Rule kinds: models, max_input_tokens, max_tokens, terms, regex, secrets, injection, topics, metadata (each
-below). Actions: block, redact, warn, shadow. Parameters are checked here, with file, line and field in
-every error: an invalid or catastrophic regular expression, an unknown secret kind, a redact action on a
-rule that cannot redact. `policies/policy.schema.json` is generated from these classes (gateway policy schema).
+Rule kinds: models, max_input_tokens, max_tokens, terms, regex, secrets, injection, topics, metadata,
+rate_limit, budget (each below). Actions: block, redact, warn, shadow. Parameters are checked here, with
+file, line and field in every error: an invalid or catastrophic regular expression, an unknown secret kind,
+a redact action on a rule that cannot redact. `policies/policy.schema.json` is generated from these
+classes (gateway policy schema).
 """
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
@@ -28,6 +30,8 @@ Text = Annotated[str, StringConstraints(min_length=1)]
 Route = Literal["chat/completions", "completions", "embeddings", "responses"]
 Action = Literal["block", "redact", "warn", "shadow"]
 Where = Literal["input", "output"]
+Scope = Literal["key", "team", "model", "user"]
+OnBackendDown = Literal["fail_open", "fail_closed"]
 BOTH: tuple[Where, ...] = ("input", "output")
 
 
@@ -183,6 +187,60 @@ class MetadataRule(RuleBase):
         return self
 
 
+def _unique_scope(per: tuple[Scope, ...]) -> None:
+    if len(set(per)) != len(per):
+        raise ValueError("`per` lists a scope twice")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitRule(RuleBase):
+    """Requests per minute, tokens per minute (prompt plus answer) and requests in flight, each counted per
+    `per` (any of key, team, model, user: one counter per distinct value, several combine; [] is one
+    counter for every request the policy matches). Windows slide: at most `rpm` requests in ANY 60 seconds.
+    TPM admits on an estimate (the prompt counted, plus the request's answer cap or `default_max_tokens`)
+    and is corrected with the real usage when the answer is complete. `on_backend_down`: with Redis
+    unreachable, fail_open counts in the process instead, fail_closed refuses (503)."""
+
+    kind: Literal["rate_limit"]
+    per: tuple[Scope, ...] = ("key",)
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    concurrent: Annotated[int, Field(ge=1)] | None = None
+    default_max_tokens: Annotated[int, Field(ge=0)] = 1024
+    on_backend_down: OnBackendDown = "fail_open"
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "RateLimitRule":
+        if self.rpm is None and self.tpm is None and self.concurrent is None:
+            raise ValueError("a rate_limit rule needs rpm, tpm or concurrent")
+        if self.action == "warn":
+            raise ValueError("a rate_limit rule blocks or is shadowed; use block or shadow")
+        _unique_scope(self.per)
+        return self
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetRule(RuleBase):
+    """A spend budget in USD per calendar `period` (day, ISO week or month, in the gateway's `limits.timezone`),
+    counted per `per`. Each request reserves its maximum cost before it is sent and settles its real cost
+    after; a request whose reservation does not fit is refused (429 budget_exceeded). `alert_percent`: soft
+    thresholds, each reported once per period (audit event, optional webhook)."""
+
+    kind: Literal["budget"]
+    per: tuple[Scope, ...] = ("team",)
+    usd: Annotated[Decimal, Field(gt=0, decimal_places=6)]
+    period: Literal["day", "week", "month"] = "month"
+    alert_percent: tuple[Annotated[int, Field(ge=1, le=100)], ...] = (80,)
+    on_backend_down: OnBackendDown = "fail_closed"
+
+    @model_validator(mode="after")
+    def _check(self) -> "BudgetRule":
+        if self.action == "warn":
+            raise ValueError("a budget rule blocks or is shadowed; use block or shadow")
+        _unique_scope(self.per)
+        return self
+
+
 Rule = Annotated[
     ModelsRule
     | MaxInputTokensRule
@@ -192,7 +250,9 @@ Rule = Annotated[
     | SecretsRule
     | InjectionRule
     | TopicsRule
-    | MetadataRule,
+    | MetadataRule
+    | RateLimitRule
+    | BudgetRule,
     Field(discriminator="kind"),
 ]
 TEXT_KINDS = (TermsRule, RegexRule, SecretsRule, InjectionRule, TopicsRule)

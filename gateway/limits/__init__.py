@@ -1,0 +1,1 @@
+"""Rate limits, budgets and the pricing table; Redis and in-process backends."""

@@ -1,0 +1,132 @@
+"""The same behaviour from both backends: the Lua scripts on a real Redis server, and the in-process one."""
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.limits.counters import Backend, Counter, LocalBackend, now_ms
+from gateway.limits.redis_backend import BackendDown, RedisBackend
+from tests.redis_server import RedisServer
+
+tickets = (f"t{n}" for n in itertools.count())
+
+
+@pytest.fixture(params=["process", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "process":
+        yield LocalBackend()
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.flush()
+    redis = RedisBackend(server.url, timeout=1.0)
+    try:
+        yield redis
+    finally:
+        await redis.close()
+
+
+def rpm(limit: int, enforce: bool = True) -> Counter:
+    return Counter("rpm", "{t}:rpm:a", limit, 1, enforce=enforce)
+
+
+async def test_rpm_admits_exactly_the_limit_and_says_when_to_retry(backend: Backend) -> None:
+    results = [await backend.admit([rpm(5)], next(tickets)) for _ in range(7)]
+    assert [r.ok for r in results] == [True] * 5 + [False] * 2
+    assert results[4].states[0].used == 5
+    refused = results[5]
+    assert refused.refused == 0 and 59_000 <= refused.retry_after_ms <= 60_000
+
+
+async def test_a_refused_request_takes_nothing_from_any_counter(backend: Backend) -> None:
+    small = Counter("rpm", "{t}:rpm:small", 1, 1)
+    big = Counter("rpm", "{t}:rpm:big", 10, 1)
+    assert (await backend.admit([big, small], next(tickets))).ok
+    refused = await backend.admit([big, small], next(tickets))
+    assert not refused.ok and refused.refused == 1
+    assert [s.used for s in await backend.peek([big, small])] == [1, 1]
+
+
+async def test_shadow_counters_count_but_never_refuse(backend: Backend) -> None:
+    results = [await backend.admit([rpm(2, enforce=False)], next(tickets)) for _ in range(3)]
+    assert all(r.ok for r in results)
+    assert results[2].over == (0,)
+    assert (await backend.peek([rpm(2)]))[0].used == 3
+
+
+async def test_tpm_admits_on_the_estimate_and_is_corrected_by_the_real_usage(backend: Backend) -> None:
+    tpm = Counter("tpm", "{t}:tpm:a", 1000, 600)
+    first = next(tickets)
+    assert (await backend.admit([tpm], first)).ok
+    assert not (await backend.admit([tpm], next(tickets))).ok  # 600 + 600 > 1000
+    await backend.settle([tpm], [150], first, False)
+    assert (await backend.peek([tpm]))[0].used == 150
+    assert (await backend.admit([tpm], next(tickets))).ok  # 150 + 600 fits now
+    too_big = Counter("tpm", "{t}:tpm:a", 1000, 1001)
+    assert (await backend.admit([too_big], next(tickets))).retry_after_ms == -1
+
+
+async def test_concurrency_slots_are_released_on_settle_and_expire_after_their_lease(backend: Backend) -> None:
+    slot = Counter("concurrent", "{t}:conc:a", 2, 1, window_ms=200)
+    a, b = next(tickets), next(tickets)
+    assert (await backend.admit([slot], a)).ok and (await backend.admit([slot], b)).ok
+    assert not (await backend.admit([slot], next(tickets))).ok
+    await backend.settle([slot], [1], a, False)
+    assert (await backend.admit([slot], next(tickets))).ok
+    await asyncio.sleep(0.25)  # both remaining leases expired: as if their worker had crashed
+    assert (await backend.peek([slot]))[0].used == 0
+
+
+def budget(limit: int, amount: int, alerts: tuple[int, ...] = ()) -> Counter:
+    return Counter("budget", "{t}:budget:a", limit, amount, 60_000, now_ms() + 3_600_000, True, alerts)
+
+
+async def test_budget_reserves_the_maximum_then_settles_the_real_cost(backend: Backend) -> None:
+    first = next(tickets)
+    assert (await backend.admit([budget(1000, 700)], first)).ok
+    assert not (await backend.admit([budget(1000, 400)], next(tickets))).ok  # 700 reserved + 400 > 1000
+    await backend.settle([budget(1000, 700)], [250], first, False)
+    assert (await backend.peek([budget(1000, 0)]))[0].used == 250
+    assert (await backend.admit([budget(1000, 400)], next(tickets))).ok
+
+
+async def test_a_retried_settlement_is_not_counted_twice(backend: Backend) -> None:
+    ticket = next(tickets)
+    assert (await backend.admit([budget(1000, 300)], ticket)).ok
+    await backend.settle([budget(1000, 300)], [300], ticket, False)
+    await backend.settle([budget(1000, 300)], [300], ticket, True)  # the retry after an ambiguous failure
+    assert (await backend.peek([budget(1000, 0)]))[0].used == 300
+
+
+async def test_spend_without_a_reservation_is_still_recorded(backend: Backend) -> None:
+    await backend.settle([budget(1000, 0)], [123], next(tickets), False)
+    assert (await backend.peek([budget(1000, 0)]))[0].used == 123
+
+
+async def test_a_soft_threshold_is_reported_once(backend: Backend) -> None:
+    crossed = []
+    for _ in range(4):
+        ticket = next(tickets)
+        assert (await backend.admit([budget(1000, 250, (800,))], ticket)).ok
+        crossed += await backend.settle([budget(1000, 250, (800,))], [250], ticket, False)
+    assert [(c.index, c.threshold, c.spent) for c in crossed] == [(0, 800, 1000)]
+
+
+async def test_amounts_beyond_float_precision_of_lua_strings_stay_exact(backend: Backend) -> None:
+    huge = 10**15 + 7  # Lua would print 1e+15 if the number went through tostring
+    ticket = next(tickets)
+    assert (await backend.admit([budget(10**16, huge)], ticket)).ok
+    await backend.settle([budget(10**16, huge)], [huge], ticket, False)
+    assert (await backend.peek([budget(10**16, 0)]))[0].used == huge
+
+
+async def test_redis_unreachable_is_backend_down_not_a_crash() -> None:
+    from tests.servers import free_port
+
+    redis = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    try:
+        with pytest.raises(BackendDown, match="connecting"):
+            await redis.admit([rpm(5)], "x")
+    finally:
+        await redis.close()
