@@ -26,6 +26,7 @@ from gateway.errors import BudgetExceeded, Limited, RateLimited
 from gateway.guardrails import sse, tokens
 from gateway.guardrails.base import Action
 from gateway.limits import costs
+from gateway.limits.alerts import usd
 from gateway.limits.counters import Admission
 from gateway.limits.plan import Planned, Who, plan
 from gateway.limits.prices import Usage, cost, usage_of
@@ -112,10 +113,10 @@ def _refusal(planned: list[Planned], admission: Admission, limit_headers: dict[s
         extra["retry-after-ms"] = str(retry)
     where = f"(policy '{ref.policy}', rule '{ref.rule}')"
     if c.kind == "budget":
-        usd = f"{c.limit / 1_000_000:.2f}"
+        used = admission.states[admission.refused].used
         message = item.rule.message or (
-            f"Budget exceeded {where}: the {item.period} budget of {usd} USD has no room for this request's "
-            f"maximum cost ({c.amount / 1_000_000:.6f} USD)."
+            f"Budget exceeded {where}: the {item.period} budget of {usd(c.limit)} USD ({usd(used)} used or "
+            f"reserved) has no room for this request's maximum cost of {usd(c.amount)} USD."
         )
         budget = BudgetExceeded(message, policy=ref.policy, rule=ref.rule, headers=extra)
         budget.headers["x-should-retry"] = "false"
