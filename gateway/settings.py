@@ -239,7 +239,7 @@ class LimitsSettings:
     timezone: str = "UTC"
     lease_seconds: Annotated[float, Field(ge=10)] = 900.0
     default_max_tokens: Annotated[int, Field(ge=1)] = 4096
-    connect_timeout: Annotated[float, Field(gt=0, le=10)] = 0.25
+    connect_timeout: Annotated[float, Field(gt=0, le=10)] = 1.0
     webhook_url: str | None = None
 
     @field_validator("timezone")

@@ -25,14 +25,17 @@ class BackendDown(Exception):
 
 class RedisBackend:
     def __init__(self, url: str, timeout: float, pool_size: int = 64) -> None:
-        self.client = aioredis.Redis.from_url(
+        # a blocking pool: a burst beyond `pool_size` waits for a connection instead of failing
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=pool_size,
+            timeout=max(timeout, 1.0),
             socket_connect_timeout=timeout,
             socket_timeout=max(timeout, 1.0),
-            max_connections=pool_size,
             health_check_interval=0,
             retry_on_timeout=False,
         )
+        self.client = aioredis.Redis(connection_pool=pool)
         self._admit = self.client.register_script(scripts.ADMIT)
         self._settle = self.client.register_script(scripts.SETTLE)
         self._peek = self.client.register_script(scripts.PEEK)
@@ -42,6 +45,7 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
     async def admit(self, counters: list[Counter], ticket: str) -> Admission:
         args: list[Any] = [ticket, len(counters)]

@@ -24,7 +24,7 @@ def copy_shipped(tmp_path: Path) -> Path:
 def test_check_accepts_the_shipped_policies() -> None:
     result = gateway_command("policy", "check", str(SHIPPED))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 5 policies in 3 files, revision ")
+    assert result.stdout.startswith("ok: 6 policies in 4 files, revision ")
 
 
 def test_check_names_file_line_and_field_of_every_problem(tmp_path: Path) -> None:
