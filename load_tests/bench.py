@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--audit", action=argparse.BooleanOptionalAction, default=True, help="also run the gateway with its audit trail"
     )
     parser.add_argument(
+        "--limits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the gateway with rate limits and a budget on every request, counted in Redis (started here)",
+    )
+    parser.add_argument(
         "--stream-requests", type=int, default=200, help="streaming requests per measurement, 0 to skip"
     )
     parser.add_argument("--chunk-delay-ms", type=float, default=0, help="mock delay between SSE chunks")
@@ -256,24 +262,59 @@ def routed_yaml(port: int, mock_url: str, count: int) -> str:
     )
 
 
-def bench_gateway(run: Run, mock: procs.Server, deployments: int = 1, policies: str = "", audit: bool = False) -> None:
+# Limits that never refuse under the benchmark's load, so every request pays the full admission and settlement:
+# RPM, TPM and concurrency per key, and a monthly team budget (mock-model is priced in LIMITS_YAML).
+LIMIT_POLICIES = """\
+policies:
+  - name: bench-limits
+    rules:
+      - {name: per-key, kind: rate_limit, per: [key], rpm: 100000000, tpm: 1000000000000, concurrent: 100000}
+      - {name: team-budget, kind: budget, per: [team], usd: 1000000000, period: month}
+"""
+
+
+def start_redis(run: Run) -> str:
+    """A redis-server on a free loopback port, on the load core, stopped with the other servers."""
     port = procs.free_port()
-    suffix = ("-policies" if policies else "") + ("-audit" if audit else "")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = procs.start("redis", argv, LOAD_CORE, f"redis://127.0.0.1:{port}/0", run.work)
+    run.servers.append(server)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).returncode:
+        if time.monotonic() > deadline or server.popen.poll() is not None:
+            raise RuntimeError(f"redis-server did not start:\n{server.log_tail()}")
+        time.sleep(0.05)
+    return server.url
+
+
+def bench_gateway(
+    run: Run, mock: procs.Server, deployments: int = 1, policies: str = "", audit: bool = False, redis: str = ""
+) -> None:
+    port = procs.free_port()
+    suffix = ("-policies" if policies else "") + ("-audit" if audit else "") + ("-limits" if redis else "")
     config = run.work / f"gateway-{deployments}{suffix}.yaml"
     text = (
         GATEWAY_YAML.format(port=port, mock_url=mock.url)
         if deployments == 1
         else routed_yaml(port, mock.url, deployments)
     )
-    if policies:
-        text += f"policies: {{dir: {Path(policies).resolve()}}}\n"
-    config.write_text(text)
     target, client = ("gateway", "-") if deployments == 1 else ("gateway (routed)", f"{deployments} deployments")
     if policies:
+        text += f"policies: {{dir: {Path(policies).resolve()}}}\n"
         target, client = "gateway + policies", Path(policies).name
     if audit:
         text += "audit: {spool_dir: audit-spool}\n"
         target, client = "gateway + audit", "chdb"
+    if redis:
+        limits_dir = run.work / "limit-policies"
+        limits_dir.mkdir(exist_ok=True)
+        (limits_dir / "limits.yaml").write_text(LIMIT_POLICIES)
+        text = text.replace(
+            "api_key: env:MOCK_UPSTREAM_KEY\n", "api_key: env:MOCK_UPSTREAM_KEY\n    price: {input: 1, output: 2}\n", 1
+        )
+        text += f"policies: {{dir: {limits_dir}}}\nlimits: {{redis_url: '{redis}'}}\n"
+        target, client = "gateway + limits", "redis"
+    config.write_text(text)
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
     argv = [part.format(**fields) for part in shlex.split(run.args.gateway_cmd)]
@@ -324,6 +365,8 @@ def execute(run: Run) -> None:
                 bench_gateway(run, mock, policies=run.args.policies)
             if run.args.audit:
                 bench_gateway(run, mock, audit=True)
+            if run.args.limits:
+                bench_gateway(run, mock, redis=start_redis(run))
             if run.args.routed_deployments > 1:
                 bench_gateway(run, mock, run.args.routed_deployments)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -9,7 +9,8 @@ The source is `../shared/reference/openai-openapi.yaml` (beside the repository).
 - the operations in OPERATIONS, copied as they are, less `x-oaiMeta` (the docs site's code samples);
 - every component they `$ref`, transitively, and nothing else;
 - the error responses the gateway itself produces (ERRORS), as the spec's `ErrorResponse`;
-- a `bearerAuth` scheme on every /v1 operation, and our public `/healthz` and `/readyz`.
+- a `bearerAuth` scheme on every /v1 operation, and our public `/healthz` and `/readyz`;
+- the gateway's own `GET /v1/gateway/usage` (a key's rate limits and budgets).
 
 Output is deterministic (sorted keys, one-space indent), so a test can compare it with a fresh build.
 """
@@ -48,6 +49,8 @@ ERRORS = {
     "403": "This API key may not use the requested model.",
     "404": "The model or route does not exist.",
     "413": "The request body is larger than the gateway accepts.",
+    "429": "A policy's rate limit or budget refused the request (`rate_limit_exceeded` with Retry-After, or "
+    "`budget_exceeded`); the error names the policy and the rule.",
     "502": "The model server could not be reached.",
     "504": "The model server did not answer in time.",
 }
@@ -70,6 +73,7 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
         operation["responses"].update({status: _error(text) for status, text in ERRORS.items()})
         paths.setdefault(PREFIX + path, {})[method] = operation
     paths.update(health_paths())
+    paths.update(usage_paths())
     components = referenced_components(spec, paths)
     components["securitySchemes"] = {
         "bearerAuth": {
@@ -127,6 +131,65 @@ def health_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def usage_paths() -> dict[str, dict[str, Any]]:
+    counter = {
+        "type": "object",
+        "properties": {
+            "policy": {"type": "string"},
+            "rule": {"type": "string"},
+            "kind": {"type": "string", "enum": ["rpm", "tpm", "concurrent", "budget"]},
+            "scope": {"type": "string", "description": "e.g. `team=finance,key=k1`, or `all`"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "enforced": {"type": "boolean", "description": "false for a shadow rule (counted, never refusing)"},
+            "limit": {"type": "integer"},
+            "used": {"type": "integer"},
+            "remaining": {"type": "integer"},
+            "period": {"type": "string", "description": "budgets: 2026-11, 2026-W48 or 2026-11-24"},
+            "limit_usd": {"type": "string"},
+            "used_usd": {"type": "string", "description": "spent, plus reservations of requests in flight"},
+            "remaining_usd": {"type": "string"},
+            "resets_in_seconds": {"type": "number"},
+        },
+        "required": ["policy", "rule", "kind", "scope", "models", "enforced", "resets_in_seconds"],
+    }
+    usage = {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "enum": ["gateway.usage"]},
+            "key": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "team": {"type": "string"}},
+                "required": ["id", "name", "team"],
+            },
+            "limits": {"type": "array", "items": counter},
+            "budgets": {"type": "array", "items": counter},
+            "backend": {"type": "object", "description": "where the counts live, and its state"},
+        },
+        "required": ["object", "key", "limits", "budgets"],
+    }
+    operation = {
+        "operationId": "keyUsage",
+        "summary": "The calling key's rate limits and budgets: what is used, what remains, when it resets.",
+        "tags": ["Gateway"],
+        "security": [{"bearerAuth": []}],
+        "parameters": [
+            {
+                "name": "model",
+                "in": "query",
+                "required": False,
+                "description": "only the limits that apply to this model (default: every model the key may use)",
+                "schema": {"type": "string"},
+            }
+        ],
+        "responses": {
+            "200": _json("The key's limits and budgets.", usage),
+            **{status: _error(text) for status, text in ERRORS.items()},
+            "404": _error("The model does not exist (or this key may not use it)."),
+        },
+    }
+    return {PREFIX + "/gateway/usage": {"get": operation}}
+
+
 def referenced_components(spec: dict[str, Any], root: Any) -> dict[str, dict[str, Any]]:
     """Every `#/components/<section>/<name>` reachable from `root` through `$ref`s, copied and stripped."""
     found: dict[str, dict[str, Any]] = {}
@@ -156,7 +219,8 @@ def refs(node: Any) -> Iterator[str]:
 def used_tags(spec: dict[str, Any], paths: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     names = {tag for item in paths.values() for op in item.values() for tag in op.get("tags", [])}
     return [tag for tag in spec.get("tags", []) if tag["name"] in names] + [
-        {"name": "Health", "description": "Liveness and readiness of the gateway itself."}
+        {"name": "Health", "description": "Liveness and readiness of the gateway itself."},
+        {"name": "Gateway", "description": "What the gateway itself tells a key about its limits and budgets."},
     ]
 
 

@@ -35,6 +35,9 @@ policies:
 limits:
   redis_url: {redis}
   webhook_url: http://127.0.0.1:{hook}/budget
+audit:
+  spool_dir: audit-spool
+  run_shipper: false   # the events stay in the spool, where this test reads them
 """
 
 POLICIES = """\
@@ -48,7 +51,7 @@ policies:
     rules:
       - {name: small-tpm, kind: rate_limit, per: [team], tpm: 60, default_max_tokens: 10}
   - name: spend
-    match: {teams: [spend, alerting]}
+    match: {teams: [spend, alerting, audited]}
     rules:
       - {name: tiny, kind: budget, per: [team], usd: 0.0001, period: day, alert_percent: [50]}
   - name: metered
@@ -103,6 +106,14 @@ class LimitsGateway:
 
     def sdk(self, key: str, retries: int = 0) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=retries, timeout=20)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every audit event in the spool (one JSON object per line, in .open and sealed segments)."""
+        lines = []
+        for path in sorted((self.config.parent / "audit-spool").iterdir()):
+            if path.suffix in (".open", ".seg"):
+                lines += [line for line in path.read_bytes().split(b"\n") if line.startswith(b"{")]
+        return [codec.loads(line) for line in lines]
 
     def usage(self, key: str) -> dict[str, Any]:
         response = httpx.get(self.base_url + "/gateway/usage", headers={"authorization": f"Bearer {key}"})
@@ -212,6 +223,25 @@ def test_a_soft_threshold_is_reported_once_to_the_webhook(limited: LimitsGateway
     assert [(h["policy"], h["rule"], h["threshold_percent"]) for h in limited.hooks.received] == [("spend", "tiny", 50)]
     alert = limited.hooks.received[0]
     assert alert["scope"] == "team=alerting" and alert["spent_usd"] == "0.000050" and alert["limit_usd"] == "0.000100"
+    recorded = [e for e in limited.events() if e["route"] == "gateway/budget_threshold"]
+    details = [d["detail"] for e in recorded for d in e["decisions"]]
+    assert [d for d in details if d.endswith("team=alerting")] == [
+        "50% of 0.000100 USD " + alert["period"] + " team=alerting"
+    ]
+
+
+def test_audit_events_carry_tokens_cost_and_the_refusing_rule(limited: LimitsGateway, upstream: Mock) -> None:
+    key = limited.key("audited")
+    with limited.sdk(key) as sdk:
+        ids = [ask(sdk, max_tokens=5).headers["x-request-id"] for _ in range(10)]
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(sdk, max_tokens=5)
+    refused_id = caught.value.response.headers["x-request-id"]
+    events = {e["request_id"]: e for e in limited.events()}
+    assert [(events[i]["tokens_out"], events[i]["cost_micro_usd"]) for i in ids] == [(5, 10)] * 10
+    refused = events[refused_id]
+    assert refused["status"] == 429 and refused["error_code"] == "budget_exceeded"
+    assert [(d["rule"], d["action"]) for d in refused["decisions"]] == [("tiny", "block")]
 
 
 def test_streams_are_billed_from_a_usage_chunk_the_client_did_not_ask_for(

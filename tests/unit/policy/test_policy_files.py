@@ -35,8 +35,8 @@ def problems(directory: Path) -> list[str]:
 def test_every_shipped_example_loads() -> None:
     policies = loader.load(SHIPPED)
     names = {item.policy.name for item in policies.loaded}
-    assert {"baseline", "finance-strict", "healthcare-strict", "developer", "developer-candidates"} <= names
-    assert len(policies.files) == 3  # test files and the README are not policy files
+    assert {"baseline", "finance-strict", "healthcare-strict", "developer", "developer-candidates", "quotas"} <= names
+    assert len(policies.files) == 4  # test files and the README are not policy files
 
 
 def test_revision_depends_on_content_not_on_load_order(tmp_path: Path) -> None:
