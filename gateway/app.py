@@ -85,7 +85,7 @@ class Gateway:
         # limits come from policies: without a policy directory there is nothing to count
         self.limits = Limits(settings.limits, self.alerts) if self.policies is not None else None
         self.metered = self.policies is not None or self.audit is not None
-        final: list[Stage] = [Settle(self.limits, self.pricing)] if self.metered else []
+        final: list[Stage] = [Settle(self.limits, self.pricing, self.audit is not None)] if self.metered else []
         self.pipeline = Pipeline(stages=self.stages(), final_stages=final + ([self.audit] if self.audit else []))
 
     def stages(self) -> list[Stage]:

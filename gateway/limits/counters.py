@@ -75,12 +75,23 @@ class Backend(Protocol):
 
 @dataclass
 class _Log:
-    entries: deque[tuple[int, str, int]] = field(default_factory=deque)  # (ms, ticket, amount)
+    """Admissions in time order, (ms, ticket, amount) each. Tuples of plain values are not tracked by the
+    garbage collector, so a minute of admissions costs the collector nothing; TPM corrections live in `live`."""
+
+    entries: deque[tuple[int, str, int]] = field(default_factory=deque)
+    live: dict[str, int] = field(default_factory=dict)  # tpm: ticket → its amount now (corrected)
     total: int = 0
 
     def purge(self, upto: int) -> None:
         while self.entries and self.entries[0][0] <= upto:
-            self.total -= self.entries.popleft()[2]
+            _, ticket, amount = self.entries.popleft()
+            self.total -= self.live.pop(ticket, amount)
+
+    def add(self, at: int, ticket: str, amount: int, correctable: bool) -> None:
+        self.entries.append((at, ticket, amount))
+        if correctable:
+            self.live[ticket] = amount
+        self.total += amount
 
 
 @dataclass
@@ -92,6 +103,8 @@ class _Budget:
     expire_at_ms: int = 0
 
     def purge(self, now: int) -> None:
+        if not self.leases or now < min(expiry for expiry, _ in self.leases.values()):
+            return
         for ticket, (expiry, amount) in list(self.leases.items()):
             if expiry <= now:
                 del self.leases[ticket]
@@ -131,17 +144,24 @@ class LocalBackend:
     def _check(self, c: Counter, now: int) -> tuple[bool, int, int]:
         """(has room, used before this request, ms until it has room)."""
         if c.kind == "budget":
-            budget = self.budgets.setdefault(c.key, _Budget(expire_at_ms=c.expire_at_ms))
+            budget = self.budgets.get(c.key)
+            if budget is None:
+                budget = self.budgets[c.key] = _Budget(expire_at_ms=c.expire_at_ms)
             budget.purge(now)
             used = budget.spent + budget.reserved
             return used + c.amount <= c.limit, used, max(0, c.expire_at_ms - now)
         if c.kind == "concurrent":
-            leases = self.leases.setdefault(c.key, {})
-            for lease, expiry in list(leases.items()):
-                if expiry <= now:
-                    del leases[lease]
+            leases = self.leases.get(c.key)
+            if leases is None:
+                leases = self.leases[c.key] = {}
+            if leases and now >= min(leases.values()):
+                for lease, expiry in list(leases.items()):
+                    if expiry <= now:
+                        del leases[lease]
             return len(leases) + 1 <= c.limit, len(leases), 1000
-        log = self.logs.setdefault(c.key, _Log())
+        log = self.logs.get(c.key)
+        if log is None:
+            log = self.logs[c.key] = _Log()
         log.purge(now - c.window_ms)
         used = log.total if c.kind == "tpm" else len(log.entries)
         if used + c.amount <= c.limit:
@@ -149,8 +169,8 @@ class LocalBackend:
         if c.amount > c.limit:
             return False, used, -1
         freed = 0
-        for at, _, amount in log.entries:
-            freed += amount if c.kind == "tpm" else 1
+        for at, owner, amount in log.entries:
+            freed += log.live.get(owner, amount) if c.kind == "tpm" else 1
             if used - freed + c.amount <= c.limit:
                 return False, used, at + c.window_ms - now
         return False, used, c.window_ms
@@ -165,8 +185,7 @@ class LocalBackend:
             self.leases[c.key][ticket] = now + c.window_ms
             return State(used + 1, 0)
         log = self.logs[c.key]
-        log.entries.append((now, ticket, c.amount if c.kind == "tpm" else 1))
-        log.total += c.amount if c.kind == "tpm" else 1
+        log.add(now, ticket, c.amount if c.kind == "tpm" else 1, c.kind == "tpm")
         return State(used + c.amount, log.entries[0][0] + c.window_ms - now)
 
     async def settle(self, counters: list[Counter], actual: list[int], ticket: str, retry: bool) -> list[Crossed]:
@@ -194,13 +213,9 @@ class LocalBackend:
 
     @staticmethod
     def _correct(log: _Log | None, ticket: str, real: int) -> None:
-        if log is None:
-            return
-        for position, (at, owner, amount) in enumerate(log.entries):
-            if owner == ticket:
-                log.entries[position] = (at, owner, real)
-                log.total += real - amount
-                return
+        if log is not None and ticket in log.live:
+            log.total += real - log.live[ticket]
+            log.live[ticket] = real
 
     async def peek(self, counters: list[Counter]) -> list[State]:
         now = now_ms()

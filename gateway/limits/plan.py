@@ -10,6 +10,7 @@ key, and a policy revision that changes a limit keeps the counts:
 is what lets one script check and take them atomically.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -48,9 +49,15 @@ class Who:
     user: str
 
     def scope(self, per: tuple[Scope, ...]) -> str:
-        if not per:
-            return "all"
-        return ",".join(f"{name}={quote(getattr(self, name), safe='')}" for name in per)
+        return _scope(per, self.key, self.team, self.model, self.user)
+
+
+@functools.lru_cache(maxsize=8192)
+def _scope(per: tuple[Scope, ...], key: str, team: str, model: str, user: str) -> str:
+    if not per:
+        return "all"
+    values = {"key": key, "team": team, "model": model, "user": user}
+    return ",".join(f"{name}={quote(values[name], safe='')}" for name in per)
 
 
 def period_of(period: Period, zone: ZoneInfo, now: float) -> tuple[str, int]:
@@ -67,12 +74,26 @@ def period_of(period: Period, zone: ZoneInfo, now: float) -> tuple[str, int]:
     return ident, int(datetime.combine(end, time(0), zone).timestamp() * 1000)
 
 
+class Periods:
+    """period_of, remembered until the period ends (it is asked on every request with a budget)."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self._known: dict[Period, tuple[str, int]] = {}
+
+    def __call__(self, period: Period, now: float) -> tuple[str, int]:
+        known = self._known.get(period)
+        if known is None or now * 1000 >= known[1]:
+            known = self._known[period] = period_of(period, self.zone, now)
+        return known
+
+
 def plan(
     effective: Effective,
     who: Who,
     *,
     prefix: str,
-    zone: ZoneInfo,
+    periods: Periods,
     now: float,
     prompt_tokens: int,
     answer_cap: int | None,
@@ -96,7 +117,7 @@ def plan(
             counter = Counter("concurrent", f"{tag}:conc:{base}", rule.concurrent, 1, lease_ms, enforce=enforce)
             planned.append(Planned(ref, rule, counter))
     for ref, budget in effective.budgets:
-        ident, end = period_of(budget.period, zone, now)
+        ident, end = periods(budget.period, now)
         limit = int(budget.usd * MICRO)
         alerts = tuple(limit * percent // 100 for percent in sorted(set(budget.alert_percent)))
         key = f"{tag}:budget:{ref.policy}/{ref.rule}:{ident}:{who.scope(budget.per)}"

@@ -1,16 +1,20 @@
-"""The Redis backend: every admission, settlement and peek is one EVALSHA of a script registered once.
+"""The Redis backend: every admission, settlement and peek is one EVALSHA of a script loaded once.
 
-redis-py's `Script` sends EVALSHA and, when the server has forgotten the script (a restart, SCRIPT FLUSH),
-loads it again and retries, so a restarted Redis needs nothing from us. Connection errors and timeouts
-surface as `BackendDown`; the limits service decides what that means (fail open or closed, retry later).
+Calls made in the same turn of the event loop (concurrent requests) leave together, as one pipeline: one
+write and one read for the lot, instead of one round trip each; a lone call goes alone. When the server has
+forgotten the scripts (a restart, SCRIPT FLUSH) the calls that got NOSCRIPT load them and run again, so a
+restarted Redis needs nothing from us. Connection errors and timeouts surface as `BackendDown`; the limits
+service decides what that means (fail open or closed, retry later).
 """
 
+import asyncio
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.limits import scripts
@@ -36,22 +40,24 @@ class RedisBackend:
             retry_on_timeout=False,
         )
         self.client = aioredis.Redis(connection_pool=pool)
-        self._admit = self.client.register_script(scripts.ADMIT)
-        self._settle = self.client.register_script(scripts.SETTLE)
-        self._peek = self.client.register_script(scripts.PEEK)
+        self.sources = {name: getattr(scripts, name) for name in ("ADMIT", "SETTLE", "PEEK")}
+        self.shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self.sources.items()}
+        self._pending: list[tuple[str, list[Any], int, asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def ping(self) -> None:
         await self._call(self.client.ping())
 
     async def close(self) -> None:
+        await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
     async def admit(self, counters: list[Counter], ticket: str) -> Admission:
-        args: list[Any] = [ticket, len(counters)]
+        args = [ticket]
         for c in counters:
-            args += [c.kind, c.limit, c.amount, c.window_ms, c.expire_at_ms, int(c.enforce), KEEP_MS]
-        out = [int(x) for x in await self._call(self._admit(keys=_keys(counters), args=args))]
+            args.append(f"{c.kind} {c.limit} {c.amount} {c.window_ms} {c.expire_at_ms} {int(c.enforce)} {KEEP_MS}")
+        out = [int(x) for x in await self._call(self._eval("ADMIT", _keys(counters), args))]
         n = len(counters)
         states = tuple(State(out[3 + 2 * i], out[4 + 2 * i]) for i in range(n))
         over = tuple(i - 1 for i in out[3 + 2 * n :])
@@ -59,17 +65,16 @@ class RedisBackend:
         return Admission(bool(out[0]), refused, out[2], states, over)
 
     async def settle(self, counters: list[Counter], actual: list[int], ticket: str, retry: bool) -> list[Crossed]:
-        args: list[Any] = [ticket, int(retry), len(counters)]
+        args = [ticket, str(int(retry))]
         for c, real in zip(counters, actual, strict=True):
-            args += [c.kind, c.amount, real, c.expire_at_ms, KEEP_MS, ",".join(map(str, c.alerts))]
-        out = [int(x) for x in await self._call(self._settle(keys=_keys(counters), args=args))]
+            alerts = ",".join(map(str, c.alerts)) or "-"
+            args.append(f"{c.kind} {c.amount} {real} {c.expire_at_ms} {KEEP_MS} {alerts}")
+        out = [int(x) for x in await self._call(self._eval("SETTLE", _keys(counters), args))]
         return [Crossed(out[i] - 1, out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
 
     async def peek(self, counters: list[Counter]) -> list[State]:
-        args: list[Any] = [len(counters)]
-        for c in counters:
-            args += [c.kind, c.window_ms, c.expire_at_ms]
-        out = [int(x) for x in await self._call(self._peek(keys=_keys(counters), args=args))]
+        args = [f"{c.kind} {c.window_ms} {c.expire_at_ms}" for c in counters]
+        out = [int(x) for x in await self._call(self._eval("PEEK", _keys(counters), args))]
         return [State(out[2 * i], out[2 * i + 1]) for i in range(len(counters))]
 
     async def scan(self, pattern: str) -> list[tuple[str, dict[str, int]]]:
@@ -79,6 +84,61 @@ class RedisBackend:
             fields = await self._call(self.client.hgetall(key))
             found.append((key.decode(), {k.decode(): int(v) for k, v in fields.items()}))
         return sorted(found)
+
+    def _eval(self, name: str, keys: list[str], args: list[str]) -> "asyncio.Future[Any]":
+        """EVALSHA `name` in the next pipeline: calls made in this turn of the loop share one round trip."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((name, [*keys, *args], len(keys), future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> None:
+        try:
+            results = await self._run(batch)
+        except BaseException as exc:  # the whole batch failed (a connection error): every caller hears it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _run(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> list[Any]:
+        results = await self._pipeline(batch)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:  # the server restarted or flushed its scripts: load them, run those calls again
+            for source in self.sources.values():
+                await self.client.script_load(source)
+            for i, result in zip(missing, await self._pipeline([batch[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> list[Any]:
+        if len(batch) == 1:
+            name, values, count, _ = batch[0]
+            try:
+                return [await self.client.execute_command("EVALSHA", self.shas[name], count, *values)]
+            except NoScriptError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for name, values, count, _ in batch:
+            pipe.execute_command("EVALSHA", self.shas[name], count, *values)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _call(self, awaitable: Any) -> Any:
         try:

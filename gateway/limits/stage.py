@@ -28,7 +28,7 @@ from gateway.guardrails.base import Action
 from gateway.limits import costs
 from gateway.limits.alerts import usd
 from gateway.limits.counters import Admission
-from gateway.limits.plan import Planned, Who, plan
+from gateway.limits.plan import Periods, Planned, Who, plan
 from gateway.limits.prices import Usage, cost, usage_of
 from gateway.limits.service import Held, Limits
 from gateway.pipeline import RequestContext
@@ -44,7 +44,7 @@ class Admit:
         self.limits = limits
         self.pricing = pricing
         self.settings = settings
-        self.zone = ZoneInfo(settings.timezone)
+        self.periods = Periods(ZoneInfo(settings.timezone))
         self.lease_ms = int(settings.lease_seconds * 1000)
         self._prefix = secrets.token_hex(4)
         self._serial = 0
@@ -65,7 +65,7 @@ class Admit:
             effective,
             who,
             prefix=self.settings.key_prefix,
-            zone=self.zone,
+            periods=self.periods,
             now=time.time(),
             prompt_tokens=prompt,
             answer_cap=cap,
@@ -229,11 +229,17 @@ def _loads(data: bytes) -> object:
 
 
 class Settle:
-    def __init__(self, limits: Limits | None, pricing: costs.Pricing) -> None:
+    """`audited`: the audit trail records every request's usage and cost, so they are worked out even for a
+    request that holds no counters; otherwise only requests that do are looked at."""
+
+    def __init__(self, limits: Limits | None, pricing: costs.Pricing, audited: bool) -> None:
         self.limits = limits
         self.pricing = pricing
+        self.audited = audited
 
     async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.held is None and not self.audited:
+            return
         usage = await self._usage(ctx)
         ctx.usage = usage
         price = self.pricing.price(ctx.deployment)

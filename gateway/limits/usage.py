@@ -11,7 +11,7 @@ from typing import Any
 from gateway.auth.keys import Principal
 from gateway.limits.alerts import usd
 from gateway.limits.counters import State
-from gateway.limits.plan import Planned, Who, plan
+from gateway.limits.plan import Periods, Planned, Who, plan
 from gateway.limits.service import Limits
 from gateway.policy.compiled import PolicySet
 from gateway.settings import LimitsSettings, ModelConfig
@@ -32,7 +32,7 @@ async def report(
             effective,
             who,
             prefix=settings.key_prefix,
-            zone=ZoneInfo(settings.timezone),
+            periods=Periods(ZoneInfo(settings.timezone)),
             now=time.time(),
             prompt_tokens=0,
             answer_cap=0,

@@ -130,3 +130,26 @@ async def test_redis_unreachable_is_backend_down_not_a_crash() -> None:
             await redis.admit([rpm(5)], "x")
     finally:
         await redis.close()
+
+
+async def test_scripts_the_server_forgot_are_loaded_again(redis_server: RedisServer) -> None:
+    redis = RedisBackend(redis_server.url, timeout=1.0)
+    try:
+        assert (await redis.admit([rpm(5)], next(tickets))).ok
+        redis_server.client().script_flush()  # as after a restart
+        results = await asyncio.gather(*(redis.admit([rpm(5)], next(tickets)) for _ in range(3)))  # one pipeline
+        assert [r.ok for r in results] == [True] * 3
+        assert (await redis.peek([rpm(5)]))[0].used == 4
+    finally:
+        await redis.close()
+
+
+async def test_concurrent_calls_share_a_pipeline_and_each_gets_its_own_answer(redis_server: RedisServer) -> None:
+    redis_server.flush()
+    redis = RedisBackend(redis_server.url, timeout=1.0)
+    try:
+        results = await asyncio.gather(*(redis.admit([rpm(30)], next(tickets)) for _ in range(40)))
+        assert sorted(r.states[0].used for r in results if r.ok) == list(range(1, 31))
+        assert sum(not r.ok for r in results) == 10
+    finally:
+        await redis.close()

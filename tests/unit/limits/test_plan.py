@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.limits import costs
 from gateway.limits.counters import Admission, State
-from gateway.limits.plan import Who, period_of, plan
+from gateway.limits.plan import Periods, Who, period_of, plan
 from gateway.limits.stage import duration, headers
 from gateway.policy.compiled import Effective, merge
 from gateway.policy.loader import load
@@ -66,7 +66,7 @@ def test_plan_keys_name_rule_and_scope_and_carry_the_estimates(tmp_path: Path) -
         effective,
         who,
         prefix="gw",
-        zone=UTC,
+        periods=Periods(UTC),
         now=at("2026-11-24 10:00", UTC),
         prompt_tokens=30,
         answer_cap=None,
@@ -109,7 +109,15 @@ def test_headers_show_the_tightest_enforced_counter(tmp_path: Path) -> None:
     effective = effective_of(tmp_path)
     who = Who("k", "t", "m", "u")
     planned = plan(
-        effective, who, prefix="gw", zone=UTC, now=0, prompt_tokens=1, answer_cap=1, reserve=0, lease_ms=1000
+        effective,
+        who,
+        prefix="gw",
+        periods=Periods(UTC),
+        now=0,
+        prompt_tokens=1,
+        answer_cap=1,
+        reserve=0,
+        lease_ms=1000,
     )
     states = (State(4, 1000), State(900, 2000), State(1, 0), State(1, 0), State(0, 0))
     out = headers(planned, Admission(True, states=states))
