@@ -86,6 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             secrets.resolve(deployment.api_key, where)
     if settings.policy_dir is not None:
         policy_loader.load(settings.policy_dir)  # a broken policy directory stops the start, naming file and line
+        if args.workers > 1 and settings.limits.redis_url is None:
+            print(
+                f"gateway serve: warning: {args.workers} workers without limits.redis_url: each worker keeps its own "
+                "rate-limit and budget counts (a limit of N admits up to N per worker); set limits.redis_url "
+                "to share them",
+                file=sys.stderr,
+            )
     server.serve(settings, workers=args.workers)
     return 0
 

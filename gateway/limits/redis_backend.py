@@ -81,6 +81,8 @@ class RedisBackend:
         """Budget hashes matching `pattern`, with their fields (for `gateway budgets`)."""
         found = []
         async for key in self.client.scan_iter(match=pattern, count=500):
+            if key.endswith(b":aux"):  # a budget's reservations (a sorted set), not a budget
+                continue
             fields = await self._call(self.client.hgetall(key))
             found.append((key.decode(), {k.decode(): int(v) for k, v in fields.items()}))
         return sorted(found)
