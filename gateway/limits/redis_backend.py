@@ -1,10 +1,13 @@
 """The Redis backend: every admission, settlement and peek is one EVALSHA of a script loaded once.
 
 Calls made in the same turn of the event loop (concurrent requests) leave together, as one pipeline: one
-write and one read for the lot, instead of one round trip each; a lone call goes alone. When the server has
-forgotten the scripts (a restart, SCRIPT FLUSH) the calls that got NOSCRIPT load them and run again, so a
-restarted Redis needs nothing from us. Connection errors and timeouts surface as `BackendDown`; the limits
-service decides what that means (fail open or closed, retry later).
+write and one read for the lot, instead of one round trip each; a lone call goes alone. Settlements are
+lazy: nobody waits for them, so they ride along with the next admission's pipeline, or leave on their own
+after LAZY_SECONDS, whichever comes first; a busy gateway thus pays about one round trip per request.
+
+When the server has forgotten the scripts (a restart, SCRIPT FLUSH) the calls that got NOSCRIPT load them
+and run again, so a restarted Redis needs nothing from us. Connection errors and timeouts surface as
+`BackendDown`; the limits service decides what that means (fail open or closed, retry later).
 """
 
 import asyncio
@@ -20,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.limits import scripts
 from gateway.limits.counters import Admission, Counter, Crossed, State
 
+LAZY_SECONDS = 0.005
 KEEP_MS = 40 * 24 * 3600 * 1000  # a budget period's counters outlive it by 40 days, for `gateway budgets`
 
 
@@ -44,6 +48,8 @@ class RedisBackend:
         self.shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self.sources.items()}
         self._pending: list[tuple[str, list[Any], int, asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._soon: asyncio.Handle | None = None  # a flush in this turn of the loop
+        self._later: asyncio.TimerHandle | None = None  # a flush of lazy calls only
 
     async def ping(self) -> None:
         await self._call(self.client.ping())
@@ -65,12 +71,18 @@ class RedisBackend:
         return Admission(bool(out[0]), refused, out[2], states, over)
 
     async def settle(self, counters: list[Counter], actual: list[int], ticket: str, retry: bool) -> list[Crossed]:
+        return crossed_of(await self._call(self.settle_later(counters, actual, ticket, retry)))
+
+    def settle_later(
+        self, counters: list[Counter], actual: list[int], ticket: str, retry: bool
+    ) -> "asyncio.Future[Any]":
+        """The settlement as a future of the script's raw answer (see `crossed_of`), sent lazily: a request
+        never waits for it, and no task is made for it."""
         args = [ticket, str(int(retry))]
         for c, real in zip(counters, actual, strict=True):
             alerts = ",".join(map(str, c.alerts)) or "-"
             args.append(f"{c.kind} {c.amount} {real} {c.expire_at_ms} {KEEP_MS} {alerts}")
-        out = [int(x) for x in await self._call(self._eval("SETTLE", _keys(counters), args))]
-        return [Crossed(out[i] - 1, out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
+        return self._eval("SETTLE", _keys(counters), args, lazy=True)
 
     async def peek(self, counters: list[Counter]) -> list[State]:
         args = [f"{c.kind} {c.window_ms} {c.expire_at_ms}" for c in counters]
@@ -87,17 +99,26 @@ class RedisBackend:
             found.append((key.decode(), {k.decode(): int(v) for k, v in fields.items()}))
         return sorted(found)
 
-    def _eval(self, name: str, keys: list[str], args: list[str]) -> "asyncio.Future[Any]":
+    def _eval(self, name: str, keys: list[str], args: list[str], lazy: bool = False) -> "asyncio.Future[Any]":
         """EVALSHA `name` in the next pipeline: calls made in this turn of the loop share one round trip."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append((name, [*keys, *args], len(keys), future))
+        if self._soon is None:
+            if not lazy:
+                self._soon = loop.call_soon(self._flush)
+            elif self._later is None:
+                self._later = loop.call_later(LAZY_SECONDS, self._flush)
         return future
 
     def _flush(self) -> None:
+        for handle in (self._soon, self._later):
+            if handle is not None:
+                handle.cancel()
+        self._soon = self._later = None
         batch, self._pending = self._pending, []
+        if not batch:
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
@@ -145,12 +166,22 @@ class RedisBackend:
     async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendDown(f"{type(exc).__name__}: {exc}") from exc
-        except RedisError as exc:  # e.g. a server that is loading its data after a restart
-            if "LOADING" in str(exc) or "BUSY" in str(exc):
-                raise BackendDown(str(exc)) from exc
+        except (RedisError, OSError) as exc:  # e.g. a server that is still loading its data after a restart
+            if is_down(exc):
+                raise BackendDown(f"{type(exc).__name__}: {exc}") from exc
             raise
+
+
+def crossed_of(answer: list[Any]) -> list[Crossed]:
+    out = [int(x) for x in answer]
+    return [Crossed(out[i] - 1, out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
+
+
+def is_down(exc: BaseException) -> bool:
+    """Whether `exc` means Redis is unreachable (rather than a script error)."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | BackendDown):
+        return True
+    return isinstance(exc, RedisError) and ("LOADING" in str(exc) or "BUSY" in str(exc))
 
 
 def _keys(counters: Sequence[Counter]) -> list[str]:

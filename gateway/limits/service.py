@@ -2,9 +2,9 @@
 
     admit(planned, ticket)   one round trip; with Redis unreachable, a request under a fail_closed rule is
                              refused (503 limits_unavailable), others are counted in the process instead
-    settle(held, actual)     never awaited by the request: queued, then sent by `run()` in the background;
-                             a settlement that fails is kept and sent again once Redis is back, so none is lost
-    run()                    the settlement sender and the health probe that brings Redis back into use
+    settle(held, actual)     never awaited by the request: it rides with the next pipeline to Redis; one that
+                             fails is kept and sent again once Redis is back, so none is lost
+    run()                    the health probe that brings Redis back into use, and the resending
 
 Settling twice is harmless: a retried settlement whose reservation is already gone is skipped (its first
 attempt landed). A request admitted in the process while Redis was down settles there, and its spend is
@@ -18,15 +18,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gateway.errors import LimitsUnavailable
 from gateway.limits.counters import Admission, Crossed, LocalBackend, State
 from gateway.limits.plan import Planned
-from gateway.limits.redis_backend import BackendDown, RedisBackend
+from gateway.limits.redis_backend import BackendDown, RedisBackend, crossed_of, is_down
 from gateway.settings import LimitsSettings
 
 log = logging.getLogger("gateway.limits")
-BATCH = 64
 PROBE_SECONDS = 0.5
 
 
@@ -98,10 +98,9 @@ class Limits:
                 return
             # the spend still belongs in the shared budget: a settlement without a reservation
             planned = [replace(p, counter=replace(p.counter, amount=0)) for p, _ in budgets]
-            self.pending.append(_Pending(held.ticket, planned, [a for _, a in budgets]))
+            self._dispatch(_Pending(held.ticket, planned, [a for _, a in budgets]))
         else:
-            self.pending.append(_Pending(held.ticket, held.planned, actual))
-        self._wake.set()
+            self._dispatch(_Pending(held.ticket, held.planned, actual))
 
     async def peek(self, planned: list[Planned]) -> list[State]:
         counters = [p.counter for p in planned]
@@ -120,47 +119,50 @@ class Limits:
         return status
 
     async def run(self) -> None:
+        """Sends settlements that wait (Redis was down) once it is back, and probes it while it is down."""
         if self.redis is None:
             return
         while True:
             if not self.up:
                 await self._probe()
                 continue
-            if not self.pending:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), PROBE_SECONDS * 10)
-                if not self.pending:
-                    await self._probe()
-                    continue
-            await self._send_batch()
+            if self.pending:
+                await asyncio.sleep(PROBE_SECONDS / 5)  # failed ones: not in a tight loop
+                waiting, self.pending = self.pending, deque()
+                for item in waiting:
+                    self._dispatch(item)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), PROBE_SECONDS * 10)
+            if not self.pending and not self._settling:
+                await self._probe()
 
-    async def _send_batch(self) -> None:
-        batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-        self._settling = len(batch)
-        try:
-            results = await asyncio.gather(*(self._send(item) for item in batch), return_exceptions=True)
-        finally:
-            self._settling = 0
-        failed = [item for item, result in zip(batch, results, strict=True) if isinstance(result, BaseException)]
-        for item, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, BackendDown):
-                log.error("settlement of %s failed: %s; it is kept and retried", item.ticket, result)
-        if failed:
-            self.pending.extendleft(reversed(failed))
-            error = next(r for r in results if isinstance(r, BaseException))
-            self._down(error)
-
-    async def _send(self, item: _Pending) -> None:
+    def _dispatch(self, item: _Pending) -> None:
+        """Send a settlement with the next pipeline; on failure it waits in `pending` for Redis to return."""
         assert self.redis is not None
+        if not self.up:
+            self.pending.append(item)
+            return
+        self._settling += 1
         item.attempts += 1
-        try:
-            crossed = await self.redis.settle([p.counter for p in item.planned], item.actual, item.ticket, item.retry)
-        except BackendDown as exc:
-            # an error while connecting means the script never ran; any other may have run it
-            item.retry = item.retry or "connecting" not in str(exc)
-            raise
-        self._alert(item.planned, crossed)
+        counters = [p.counter for p in item.planned]
+        future = self.redis.settle_later(counters, item.actual, item.ticket, item.retry)
+        future.add_done_callback(lambda done: self._settled(item, done))
+
+    def _settled(self, item: _Pending, done: "asyncio.Future[Any]") -> None:
+        self._settling -= 1
+        error = done.exception()
+        if error is None:
+            self._alert(item.planned, crossed_of(done.result()))
+            return
+        # an error while connecting means the script never ran; any other may have run it
+        item.retry = item.retry or "connecting" not in str(error)
+        self.pending.append(item)
+        if is_down(error):
+            self._down(error)
+        else:
+            log.error("settlement of %s failed: %s; it is kept and retried", item.ticket, error)
+        self._wake.set()
 
     async def _probe(self) -> None:
         assert self.redis is not None
@@ -177,10 +179,15 @@ class Limits:
     async def drain(self, seconds: float) -> None:
         """At shutdown: send what is pending, for at most `seconds`."""
         deadline = time.monotonic() + seconds
-        while self.pending and self.up and time.monotonic() < deadline:
-            await self._send_batch()
-        if self.pending:
-            log.error("%d settlements could not be sent to the limits store before shutdown", len(self.pending))
+        while (self.pending or self._settling) and time.monotonic() < deadline:
+            if self.pending and self.up:
+                waiting, self.pending = self.pending, deque()
+                for item in waiting:
+                    self._dispatch(item)
+            await asyncio.sleep(0.01)
+        if self.pending or self._settling:
+            lost = len(self.pending) + self._settling
+            log.error("%d settlements could not be sent to the limits store before shutdown", lost)
 
     async def close(self) -> None:
         if self.redis is not None:
