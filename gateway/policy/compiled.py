@@ -27,6 +27,7 @@ from gateway.policy.schema import (
     MaxTokensRule,
     MetadataRule,
     ModelsRule,
+    PiiRule,
     Policy,
     RateLimitRule,
     RegexRule,
@@ -89,6 +90,7 @@ class Effective:
     output_text: tuple[TextRule, ...] = ()
     rate_limits: tuple[tuple[RuleRef, RateLimitRule], ...] = ()
     budgets: tuple[tuple[RuleRef, BudgetRule], ...] = ()
+    pii: tuple[tuple[RuleRef, PiiRule], ...] = ()
 
     @property
     def limits(self) -> bool:
@@ -123,7 +125,7 @@ class PolicySet:
 
 def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
     """The effective policy of the matching policies (already in layer order)."""
-    names = ("models", "metadata", "max_tokens", "input_tokens", "rate_limits", "budgets")
+    names = ("models", "metadata", "max_tokens", "input_tokens", "rate_limits", "budgets", "pii")
     parts: dict[str, list[Any]] = {name: [] for name in names}
     input_text: list[TextRule] = []
     output_text: list[TextRule] = []
@@ -145,6 +147,8 @@ def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
                 parts["rate_limits"].append((ref, rule))
             elif isinstance(rule, BudgetRule):
                 parts["budgets"].append((ref, rule))
+            elif isinstance(rule, PiiRule):
+                parts["pii"].append((ref, rule))
             else:
                 replacement = rule.replacement if isinstance(rule, TextRuleBase) else "[REDACTED]"
                 check = item.checks[rule.name]
@@ -165,6 +169,7 @@ def merge(revision: str, matching: Sequence[Loaded]) -> Effective:
         output_text=tuple(output_text),
         rate_limits=tuple(parts["rate_limits"]),
         budgets=tuple(parts["budgets"]),
+        pii=tuple(parts["pii"]),
     )
 
 

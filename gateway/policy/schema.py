@@ -9,7 +9,7 @@
           - {name: no-secrets, kind: secrets, action: block, where: [input, output], message: "..."}
 
 Rule kinds: models, max_input_tokens, max_tokens, terms, regex, secrets, injection, topics, metadata,
-rate_limit, budget (each below). Actions: block, redact, warn, shadow. Parameters are checked here, with
+rate_limit, budget, pii (each below). Actions: block, redact, warn, shadow. Parameters are checked here, with
 file, line and field in every error: an invalid or catastrophic regular expression, an unknown secret kind,
 a redact action on a rule that cannot redact. `policies/policy.schema.json` is generated from these
 classes (gateway policy schema).
@@ -241,6 +241,45 @@ class BudgetRule(RuleBase):
         return self
 
 
+PII_ENTITIES = (
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "PERSON", "LOCATION", "NRP",
+    "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "US_ITIN", "UK_NHS", "CRYPTO", "DATE_TIME",
+    "MEDICAL_LICENSE", "URL", "MAC_ADDRESS", "CN_MOBILE", "CN_ID_CARD", "BANK_CARD", "API_KEY",
+)  # fmt: skip
+PiiAction = Literal["mask", "pseudonymise", "hash", "block"]
+
+
+def _pii_entity(value: str) -> str:
+    if value not in PII_ENTITIES:
+        raise ValueError(f"unknown PII entity {value!r}; known: {', '.join(PII_ENTITIES)}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class PiiRule(RuleBase):
+    """Personal data in what a model receives, found by Presidio: each entity is masked (`<EMAIL_ADDRESS>`),
+    pseudonymised (`<EMAIL_ADDRESS_1>` upstream, restored in the answer the client sees), hashed, or blocks
+    the request. `on_error`: when the analyzer fails or times out, fail_closed refuses (503), fail_open
+    passes the text unchanged and records it. `action: shadow` (or a shadow policy) only records."""
+
+    kind: Literal["pii"]
+    action: Action = "redact"
+    entities: dict[Annotated[str, AfterValidator(_pii_entity)], PiiAction]
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35  # Presidio's phone numbers score 0.4
+    on_error: OnBackendDown = "fail_closed"
+
+    def can_redact(self) -> bool:
+        return True
+
+    @model_validator(mode="after")
+    def _check(self) -> "PiiRule":
+        if not self.entities:
+            raise ValueError("a pii rule needs at least one entity")
+        if self.action not in ("redact", "shadow"):
+            raise ValueError("a pii rule's action is redact (each entity's own action applies) or shadow")
+        return self
+
+
 Rule = Annotated[
     ModelsRule
     | MaxInputTokensRule
@@ -252,7 +291,8 @@ Rule = Annotated[
     | TopicsRule
     | MetadataRule
     | RateLimitRule
-    | BudgetRule,
+    | BudgetRule
+    | PiiRule,
     Field(discriminator="kind"),
 ]
 TEXT_KINDS = (TermsRule, RegexRule, SecretsRule, InjectionRule, TopicsRule)

@@ -1,0 +1,1 @@
+"""PII protection: Presidio analysis off the event loop, masking and reversible pseudonymisation."""

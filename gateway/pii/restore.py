@@ -1,0 +1,182 @@
+"""Restoring pseudonymised values in an answer: a whole JSON body (`restore_json`) or an SSE stream as it flows
+(`StreamRestorer`). Pure: no I/O, the vault of the request says which placeholders stand for which values.
+
+A model may cut a placeholder anywhere when it streams ("<EMA", "IL_ADD", "RESS_1> today"), so each stream
+key (gateway.guardrails.texts) holds back the text from its last "<" not yet closed by ">" while that text can
+still become a placeholder (it looks like the start of one and is shorter than the longest placeholder the
+vault issued); everything before it is restored and sent in the event it came in. The held text goes into
+the key's next delta, or, when the key ends (the event ending it, `[DONE]`, the end of the source), into the
+ending event itself if it carries text on that key, else into a delta event on that key synthesized just
+before it (`texts.stream_delta_event`, as the stream guard flushes its holdback). So the client's deltas of a
+key concatenate to exactly the restored text, and no event carries part of a placeholder.
+
+The Responses API's done events and response objects restate the whole text: their placeholders are
+restored too. In tool-call arguments (JSON text) values are inserted JSON-escaped.
+
+Fast paths: with no pseudonyms in the vault a body or stream passes untouched; an event with no "<" while
+nothing is held goes out as its original bytes without being parsed; only changed events are re-serialised.
+Malformed input (non-JSON data, odd shapes) passes through, nothing raises.
+"""
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import codec
+from gateway.guardrails.sse import DONE, Event, Splitter, event_data
+from gateway.guardrails.texts import (
+    EVERY_KEY,
+    Slot,
+    ended,
+    response_slots,
+    stream_delta_event,
+    stream_ends,
+    stream_slots,
+    stream_snapshots,
+)
+from gateway.pii.vault import Vault, restore
+
+# Text that may still grow into a placeholder <[A-Z_]+_\d+>: "<", "<EMAIL_ADD", "<EMAIL_ADDRESS_1".
+_PREFIX = re.compile(r"<[A-Z_]*(?:_\d+)?")
+# "<" as it may appear in JSON bytes: itself or escaped (\u003c, \u003C).
+_ESCAPED_LT = b"\\u003"
+
+
+def _may_hold_placeholder(data: bytes) -> bool:
+    return b"<" in data or _ESCAPED_LT in data
+
+
+def _restore_slot(slot: Slot, vault: Vault, json_string: bool) -> bool:
+    """Restore one string in place; True if it changed."""
+    text = slot.get()
+    restored = restore(text, vault, json_string=json_string)
+    if restored == text:
+        return False
+    slot.set(restored)
+    return True
+
+
+def restore_json(endpoint: str, body: bytes, vault: Vault) -> bytes:
+    """A complete answer with the placeholders of every text the model produced restored; the body itself
+    when there is nothing to restore."""
+    if not vault.originals or not _may_hold_placeholder(body):
+        return body
+    try:
+        parsed = codec.loads(body)
+    except codec.JSONDecodeError:
+        return body
+    if not isinstance(parsed, dict):
+        return body
+    changed = False
+    for slot in response_slots(endpoint, parsed):
+        changed |= _restore_slot(slot, vault, slot.key == "arguments")
+    return codec.dumps(parsed) if changed else body
+
+
+def _json_key(key: str) -> bool:
+    """Whether a stream key carries tool-call arguments (JSON text): chat "0:tool:1", "0:function",
+    Responses "0:arguments" (a custom tool's "0:input" is free text)."""
+    parts = key.split(":", 2)
+    return len(parts) > 1 and parts[1] in ("tool", "function", "arguments")
+
+
+@dataclass(slots=True)
+class _Held:
+    """The text a stream key holds back, and the last event that carried a delta on it (raw, parsed): the
+    template of a flush event."""
+
+    text: str
+    template: tuple[bytes, dict[str, Any]]
+
+
+class StreamRestorer:
+    """Restores placeholders in one SSE answer as it streams through; `run` wraps the upstream's byte iterator."""
+
+    def __init__(self, endpoint: str, vault: Vault) -> None:
+        self.endpoint = endpoint
+        self.vault = vault
+        self._longest = vault.longest
+        self._keys: dict[str, _Held] = {}  # only keys holding text back
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The restored stream: one piece per network chunk that completed an event."""
+        if not self.vault.originals:
+            async for chunk in chunks:
+                yield chunk
+            return
+        self._longest = self.vault.longest
+        splitter = Splitter()
+        async for chunk in chunks:
+            out = [piece for raw in splitter.feed(chunk) for piece in self._event(raw)]
+            if out:
+                yield b"".join(out)
+        rest = splitter.rest()
+        out = self._event(rest, final=True) if rest else self._end([EVERY_KEY])
+        if out:
+            yield b"".join(out)
+
+    def _event(self, raw: bytes, final: bool = False) -> list[bytes]:
+        """What to send for one raw event: flush events for held keys it ends, then the event itself."""
+        data = event_data(raw)
+        if not self._keys and (data is None or not _may_hold_placeholder(data)):
+            return [raw]  # nothing held, nothing to restore
+        payload = None
+        if data is not None and data != DONE:
+            try:
+                payload = codec.loads(data)
+            except codec.JSONDecodeError:
+                pass  # not JSON: passed through as it came
+        if isinstance(payload, dict):
+            return self._payload(raw, payload, final)
+        return [*self._end([EVERY_KEY]), raw] if final or data == DONE else [raw]
+
+    def _payload(self, raw: bytes, payload: dict[str, Any], final: bool) -> list[bytes]:
+        scopes = stream_ends(self.endpoint, payload)
+        if final:
+            scopes.append(EVERY_KEY)
+        changed = False
+        for key, slot in stream_slots(self.endpoint, payload):
+            changed |= self._delta(key, slot, (raw, payload), scopes)
+        for slot in stream_snapshots(self.endpoint, payload):
+            changed |= _restore_slot(slot, self.vault, slot.key == "arguments")
+        out = self._end(scopes) if scopes else []
+        out.append(Event.parse(raw).render(payload) if changed else raw)
+        return out
+
+    def _delta(self, key: str, slot: Slot, event: tuple[bytes, dict[str, Any]], scopes: list[str]) -> bool:
+        """Put the key's held text before this delta, hold back a possible placeholder start again (unless the
+        key ends here), restore the rest in the delta's place. True if that changed the delta."""
+        delta = slot.get()
+        held = self._keys.pop(key, None)
+        text = held.text + delta if held is not None else delta
+        last = bool(scopes) and any(ended(key, scope) for scope in scopes)
+        cut = len(text) if last else self._cut(text)
+        if cut < len(text):
+            self._keys[key] = _Held(text[cut:], event)
+        released = restore(text[:cut], self.vault, json_string=_json_key(key))
+        if released == delta:
+            return False
+        slot.set(released)
+        return True
+
+    def _cut(self, text: str) -> int:
+        """Where the text that may still become a placeholder starts (len(text): none): the last "<", if what
+        follows it looks like the start of a placeholder and is shorter than the longest one issued."""
+        at = text.rfind("<")
+        if at < 0 or len(text) - at >= self._longest or _PREFIX.fullmatch(text, at) is None:
+            return len(text)
+        return at
+
+    def _end(self, scopes: list[str]) -> list[bytes]:
+        """End the held keys `scopes` cover: a delta event on each releasing its held text."""
+        out: list[bytes] = []
+        for scope in scopes:
+            for key in [key for key in self._keys if ended(key, scope)]:
+                held = self._keys.pop(key)
+                raw, template = held.template
+                text = restore(held.text, self.vault, json_string=_json_key(key))
+                payload = stream_delta_event(self.endpoint, template, key, text)
+                if payload is not None:
+                    out.append(Event.parse(raw).render(payload))
+        return out

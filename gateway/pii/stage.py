@@ -1,0 +1,127 @@
+"""The pipeline stages of PII protection.
+
+    Redact      after the input checks: every text the model would receive (texts.request_slots: messages and
+                content parts, tool-call arguments and tool results, prompts, embedding inputs, Responses
+                inputs) goes through the pre-filter, and the candidates through Presidio in the process pool;
+                each entity found is masked, pseudonymised or hashed, or blocks the request (400)
+    RestorePii  right after the upstream answered: pseudonyms in the answer are put back to the real values,
+                in JSON answers at once and in streams chunk by chunk (a placeholder split across chunks is
+                held back, never more than a placeholder's length)
+
+Rules merge as a conjunction: an entity named by several rules gets the strictest action (block > mask >
+hash > pseudonymise). The analyzer failing or timing out refuses the request (503 pii_unavailable) unless
+every applying rule says `on_error: fail_open`, which passes it unchanged and records that. The audit event
+gets entity types, counts and actions (ctx.pii), never a value.
+"""
+
+import asyncio
+from collections import Counter
+
+from gateway import codec
+from gateway.errors import PiiUnavailable, PolicyViolation
+from gateway.guardrails import texts
+from gateway.pii.engine import PiiEngine, PiiUnavailableError, might_contain
+from gateway.pii.restore import StreamRestorer, restore_json
+from gateway.pii.vault import Action, Vault, redact
+from gateway.pipeline import RequestContext
+from gateway.policy.compiled import Effective
+from gateway.policy.engine import Decision
+
+STRICTNESS: dict[Action, int] = {"block": 3, "mask": 2, "hash": 1, "pseudonymise": 0}
+OFF_LOOP_SLOTS = 256  # the pre-filter runs on the loop; for more texts than this, in a thread
+
+
+def merged_actions(effective: Effective) -> tuple[dict[str, Action], dict[str, Action], float, bool]:
+    """(enforced entity → strictest action, shadowed entity → action, lowest score threshold, fail_open)."""
+    enforced: dict[str, Action] = {}
+    shadowed: dict[str, Action] = {}
+    for ref, rule in effective.pii:
+        target = shadowed if ref.action == "shadow" else enforced
+        for entity, action in rule.entities.items():
+            if entity not in target or STRICTNESS[action] > STRICTNESS[target[entity]]:
+                target[entity] = action
+    threshold = min(rule.score_threshold for _, rule in effective.pii)
+    fail_open = all(rule.on_error == "fail_open" for _, rule in effective.pii)
+    return enforced, shadowed, threshold, fail_open
+
+
+class Redact:
+    def __init__(self, engine: PiiEngine, salt: bytes) -> None:
+        self.engine = engine
+        self.salt = salt
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        effective = ctx.policy
+        if effective is None or not effective.pii:
+            return
+        enforced, shadowed, threshold, fail_open = merged_actions(effective)
+        entities = frozenset(enforced) | frozenset(shadowed)
+        slots = texts.request_slots(ctx.endpoint, ctx.body)
+        strings = [slot.get() for slot in slots]
+        if len(strings) > OFF_LOOP_SLOTS or sum(map(len, strings)) > 64 * 1024:
+            wanted = await asyncio.to_thread(_candidates, strings, entities)
+        else:
+            wanted = _candidates(strings, entities)
+        if not wanted:
+            return
+        try:
+            found = await self.engine.analyze([strings[i] for i in wanted], sorted(entities), threshold)
+        except PiiUnavailableError as exc:
+            ref = effective.pii[0][0]
+            _record(ctx, effective.revision, ref.policy, ref.rule, "shadow", f"analyzer failed: {exc}"[:200])
+            if fail_open:
+                return
+            raise PiiUnavailable("Personal data could not be checked right now; the request was not sent.") from exc
+        spans = {i: found_spans for i, found_spans in zip(wanted, found, strict=True)}
+        self._apply(ctx, effective, slots, strings, spans, enforced, shadowed)
+
+    def _apply(self, ctx, effective, slots, strings, spans, enforced, shadowed) -> None:  # type: ignore[no-untyped-def]
+        seen: Counter[str] = Counter(span.entity for found in spans.values() for span in found)
+        ref = effective.pii[0][0]
+        for entity, count in sorted(seen.items()):
+            if entity in shadowed and entity not in enforced:
+                _record(ctx, effective.revision, ref.policy, ref.rule, "shadow", f"{entity} x{count}")
+        blocked = sorted(entity for entity in seen if enforced.get(entity) == "block")
+        if blocked:
+            for entity in blocked:
+                _record(ctx, effective.revision, ref.policy, ref.rule, "block", f"{entity} x{seen[entity]}")
+            ctx.pii = [{"entity": e, "count": seen[e], "action": "block"} for e in blocked]
+            message = f"The request contains personal data that may not be sent: {', '.join(blocked)}."
+            raise PolicyViolation(message, policy=ref.policy, rule=ref.rule)
+        actions = {entity: action for entity, action in enforced.items() if action != "block"}
+        if not actions:
+            return
+        vault = Vault()
+        changed = False
+        for index, found in spans.items():
+            kept = [span for span in found if span.entity in actions]
+            if kept:
+                slots[index].set(redact(strings[index], kept, actions, vault, self.salt))
+                changed = True
+        if not changed:
+            return
+        ctx.raw_body = codec.dumps(ctx.body)
+        ctx.vault = vault
+        ctx.pii = [{"entity": e, "count": n, "action": a} for (e, a), n in sorted(vault.counts().items())]
+        for item in ctx.pii:
+            detail = f"{item['entity']} x{item['count']} {item['action']}"
+            _record(ctx, effective.revision, ref.policy, ref.rule, "redact", detail)
+
+
+def _candidates(strings: list[str], entities: frozenset[str]) -> list[int]:
+    return [i for i, text in enumerate(strings) if text and might_contain(text, entities)]
+
+
+def _record(ctx: RequestContext, revision: str, policy: str, rule: str, action: str, detail: str) -> None:
+    ctx.decisions.append(Decision(policy, revision, rule, "pii", action, "input", detail, 0))  # type: ignore[arg-type]
+
+
+class RestorePii:
+    async def __call__(self, ctx: RequestContext) -> None:
+        vault, result = ctx.vault, ctx.result
+        if vault is None or not vault.originals or result is None or result.status != 200:
+            return
+        if isinstance(result.body, bytes):
+            result.body = restore_json(ctx.endpoint, result.body, vault)
+        else:
+            result.body = StreamRestorer(ctx.endpoint, vault).run(result.body)
