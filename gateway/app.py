@@ -34,6 +34,7 @@ from gateway.limits.service import Limits
 from gateway.limits.stage import Admit, AskUsage, Meter, Settle
 from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
+from gateway.pii.conversations import Conversations
 from gateway.pii.engine import PiiEngine, default_processes
 from gateway.pii.stage import Redact, RestorePii
 from gateway.pipeline import Pipeline, Stage
@@ -92,6 +93,12 @@ class Gateway:
         self.alerts = Alerts(self.client, settings.limits.webhook_url, self.audit.record if self.audit else None)
         # limits come from policies: without a policy directory there is nothing to count
         self.limits = Limits(settings.limits, self.alerts) if self.policies is not None else None
+        self.conversations: Conversations | None = None
+        if self.pii is not None and settings.pii.conversation_header:
+            redis = self.limits.redis.client if self.limits is not None and self.limits.redis is not None else None
+            key = secrets.load_master_key()  # a missing key stops the start, naming GATEWAY_MASTER_KEY
+            ttl, prefix = settings.pii.conversation_ttl, settings.limits.key_prefix
+            self.conversations = Conversations(key, ttl, prefix, redis)
         self.metered = self.policies is not None or self.audit is not None
         final: list[Stage] = [Settle(self.limits, self.pricing, self.audit is not None)] if self.metered else []
         self.pipeline = Pipeline(stages=self.stages(), final_stages=final + ([self.audit] if self.audit else []))
@@ -99,7 +106,8 @@ class Gateway:
     def stages(self) -> list[Stage]:
         policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
         if self.pii is not None:
-            policy.append(Redact(self.pii, self.pii_salt))
+            header = self.settings.pii.conversation_header or ""
+            policy.append(Redact(self.pii, self.pii_salt, self.conversations, header))
         if self.limits is not None:
             policy.append(Admit(self.limits, self.pricing, self.settings.limits))
         output: list[Stage] = [CheckOutput()] if self.policies else []

@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for deployment in model.deployments:
             where = f"{settings.source}: models[{model.name}] deployment {deployment.label}"
             secrets.resolve(deployment.api_key, where)
+    if settings.pii.conversation_header:
+        secrets.load_master_key()  # conversation pseudonyms are stored encrypted under it
     if settings.policy_dir is not None:
         policy_loader.load(settings.policy_dir)  # a broken policy directory stops the start, naming file and line
         if args.workers > 1 and settings.limits.redis_url is None:

@@ -37,6 +37,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
 
 def _run(settings: Settings, workers: int, options: dict[str, object]) -> None:
     if workers > 1:
+        os.environ["GATEWAY_WORKERS"] = str(workers)  # the PII pool shares the cores out between workers
         os.environ["GATEWAY_CONFIG"] = settings.source
         os.environ["GATEWAY_HOST"], os.environ["GATEWAY_PORT"] = settings.listen.host, str(settings.listen.port)
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]

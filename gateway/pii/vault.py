@@ -35,6 +35,9 @@ PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _NOT_LABEL = re.compile(r"[^A-Z_]")
 
 
+_PLACEHOLDER_PARTS = re.compile(r"<([A-Z_]+)_(\d+)>")
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """A detected value in a text: text[start:end] is an `entity` (a Presidio entity type)."""
@@ -59,6 +62,7 @@ class Vault:
         self._numbers: Counter[str] = Counter()  # label -> placeholders issued
         self._counts: Counter[tuple[str, Action]] = Counter()
         self._longest = 0
+        self._preloaded: set[str] = set()
 
     def placeholder(self, entity: str, value: str) -> str:
         """The pseudonym of `value`: `<EMAIL_ADDRESS_1>`, the same for the same value all through the request."""
@@ -72,6 +76,24 @@ class Vault:
         self.originals[issued] = value
         self._longest = max(self._longest, len(issued))
         return issued
+
+    def preload(self, issued: Mapping[str, str]) -> None:
+        """Seed with pseudonyms issued earlier in the conversation (placeholder → value): the same value gets
+        the same placeholder again, and new ones continue the numbering."""
+        for placeholder, value in issued.items():
+            match = _PLACEHOLDER_PARTS.fullmatch(placeholder)
+            if match is None:
+                continue
+            name, number = match.group(1), int(match.group(2))
+            self._issued[(name, value)] = placeholder
+            self.originals[placeholder] = value
+            self._numbers[name] = max(self._numbers[name], number)
+            self._longest = max(self._longest, len(placeholder))
+        self._preloaded = set(self.originals)
+
+    def issued_since_preload(self) -> dict[str, str]:
+        """The pseudonyms this request added (to save back to the conversation)."""
+        return {p: v for p, v in self.originals.items() if p not in self._preloaded}
 
     def mask(self, entity: str) -> str:
         """`<EMAIL_ADDRESS>`: the type only."""

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from gateway import codec
+from gateway.secrets import generate_master_key
 from tests.conftest import create_key
 from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, start
 
@@ -29,6 +30,7 @@ policies:
 pii:
   processes: 1
   timeout: 5
+  conversation_header: x-conversation-id
 """
 )
 
@@ -84,7 +86,7 @@ def protected(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     config = folder / "gateway.yaml"
     config.write_text(GATEWAY_YAML.format(mock=mock.url))
     key = create_key(config, "--team", "support")
-    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET, "GATEWAY_MASTER_KEY": generate_master_key()}
     process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", folder / "gateway.log", env)
     deadline = time.monotonic() + 90
     while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:  # the pool loads spaCy once
@@ -219,3 +221,23 @@ def test_a_lone_surrogate_in_json_is_a_clear_400(protected: PiiGateway, upstream
         headers={"authorization": f"Bearer {protected.key}", "content-type": "application/json"},
     )
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_pseudonyms_stay_the_same_across_a_conversation(protected: PiiGateway, upstream: Mock) -> None:
+    other = "bob.stone@example.org"
+    with protected.sdk() as sdk:
+        first = {"x-conversation-id": "conv-42"}
+        chat(sdk, [{"role": "user", "content": f"I am {EMAIL}"}], extra_headers=first)
+        answer = (
+            chat(sdk, [{"role": "user", "content": f"Forward {other} to {EMAIL}"}], extra_headers=first)
+            .choices[0]
+            .message.content
+        )
+        chat(sdk, [{"role": "user", "content": f"Forward {other} to {EMAIL}"}])  # another conversation: fresh numbers
+    bodies = [r["body"]["messages"][-1]["content"] for r in upstream.requests()]
+    assert bodies == [
+        "I am <EMAIL_ADDRESS_1>",
+        "Forward <EMAIL_ADDRESS_2> to <EMAIL_ADDRESS_1>",  # the first address kept its pseudonym
+        "Forward <EMAIL_ADDRESS_1> to <EMAIL_ADDRESS_2>",
+    ]
+    assert answer == f"Echo: Forward {other} to {EMAIL}"
