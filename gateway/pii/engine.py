@@ -20,39 +20,38 @@ import importlib.util
 import logging
 import multiprocessing
 import os
+import re
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import regex
 
 from gateway.guardrails.credentials import TRIGGERS as SECRET_TRIGGERS
 from gateway.pii.vault import Span
 
 log = logging.getLogger("gateway.pii")
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
-# What can start each kind of entity: a text with none of these cannot hold a pattern entity.
-_CANDIDATES = regex.compile(
-    r"@"  # e-mail
-    r"|\d[\d\s().+/-]{5,}\d"  # phone, card, SSN, IBAN digits, ID numbers, bank accounts
-    r"|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:"  # IPv4, IPv6
-    r"|\b[A-Z]{2}\d{2}\s?[A-Z0-9]{4}"  # IBAN
-    r"|https?://|www\.",  # URL
-    flags=regex.V1,
-)
-_NER_CANDIDATE = regex.compile(r"\p{Lu}|[^\x00-\x7f]")  # a capital letter, or any non-ASCII script
+# A run of digits and separators that could be a phone, card, SSN, IBAN, ID or account number; IPv4; IPv6.
+_DIGIT_RUN = re.compile(r"\d[\d\s().+/-]{5,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
+_CAPITAL = re.compile(r"[A-Z]")
+_SECRET_TRIGGERS = tuple(sorted({t for triggers in SECRET_TRIGGERS.values() for t in triggers}))
 
 
 def might_contain(text: str, entities: frozenset[str]) -> bool:
-    """False only when `text` certainly holds none of `entities` (the analyzer is skipped); cheap."""
-    if entities & NER_ENTITIES and _NER_CANDIDATE.search(text):
+    """False only when `text` certainly holds none of `entities` (the analyzer is skipped). Substring tests
+    and the standard library's regular expressions: a few microseconds for a clean kilobyte."""
+    if entities & NER_ENTITIES and (_CAPITAL.search(text) or not text.isascii()):
         return True
-    if _CANDIDATES.search(text):
+    if "@" in text or "://" in text or "www." in text:
+        return True
+    if _DIGIT_RUN.search(text) or (":" in text and _IPV6.search(text)):
         return True
     if "API_KEY" not in entities:
         return False
     lowered = text.lower()
-    return any(trigger in lowered for triggers in SECRET_TRIGGERS.values() for trigger in triggers)
+    return any(trigger in lowered for trigger in _SECRET_TRIGGERS)
 
 
 def model_available(name: str | None) -> bool:
@@ -129,8 +128,15 @@ class PiiEngine:
         return [[Span(start, end, entity) for start, end, entity in spans] for spans in found]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool's processes (they also stop by themselves if this process dies: see _watch_parent)."""
+        if self._pool is None:
+            return
+        processes = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=2)
+            if process.is_alive():
+                process.terminate()
 
 
 # ----------------------------------------------------------------- inside the pool processes
@@ -139,8 +145,21 @@ _state: dict[str, Any] = {}
 
 
 def _init(spacy_model: str | None) -> None:
+    _watch_parent(os.getppid())
     _offline_tldextract()
     _state["analyzer"] = build_analyzer(spacy_model)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the gateway process that started this pool is gone (killed with -9, say), rather than
+    linger as an orphan holding spaCy's memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pii-parent-watch", daemon=True).start()
 
 
 def _offline_tldextract() -> None:

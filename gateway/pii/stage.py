@@ -21,7 +21,7 @@ from gateway import codec
 from gateway.errors import PiiUnavailable, PolicyViolation
 from gateway.guardrails import texts
 from gateway.pii.conversations import Conversations
-from gateway.pii.engine import PiiEngine, PiiUnavailableError, might_contain
+from gateway.pii.engine import NER_ENTITIES, PiiEngine, PiiUnavailableError, might_contain
 from gateway.pii.restore import StreamRestorer, restore_json
 from gateway.pii.vault import Action, Vault, redact
 from gateway.pipeline import RequestContext
@@ -61,6 +61,8 @@ class Redact:
             return
         enforced, shadowed, threshold, fail_open = merged_actions(effective)
         entities = frozenset(enforced) | frozenset(shadowed)
+        if not self.engine.ner:  # names cannot be found without the NER pipeline: no reason to look for them
+            entities -= NER_ENTITIES
         slots = texts.request_slots(ctx.endpoint, ctx.body)
         strings = [slot.get() for slot in slots]
         if len(strings) > OFF_LOOP_SLOTS or sum(map(len, strings)) > 64 * 1024:

@@ -241,3 +241,27 @@ def test_pseudonyms_stay_the_same_across_a_conversation(protected: PiiGateway, u
         "Forward <EMAIL_ADDRESS_1> to <EMAIL_ADDRESS_2>",
     ]
     assert answer == f"Echo: Forward {other} to {EMAIL}"
+
+
+def test_the_analyzer_processes_do_not_outlive_a_killed_gateway(mock: Mock, tmp_path: Path) -> None:
+    import psutil
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "privacy.yaml").write_text(POLICY)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(GATEWAY_YAML.format(mock=mock.url).replace("  conversation_header: x-conversation-id\n", ""))
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", tmp_path / "gateway.log", env)
+    try:
+        deadline = time.monotonic() + 90
+        while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        pool = psutil.Process(process.proc.pid).children(recursive=True)
+        assert pool, "the analyzer pool has processes"
+        process.proc.kill()  # kill -9: no shutdown code runs in the gateway
+        process.proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(pool, timeout=10)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        process.stop()
