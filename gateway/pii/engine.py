@@ -195,6 +195,7 @@ def build_analyzer(spacy_model: str | None) -> Any:
     registry.load_predefined_recognizers(nlp_engine=nlp, languages=["en"])
     if spacy_model is None:
         registry.remove_recognizer("SpacyRecognizer")
+    registry.remove_recognizer("PhoneRecognizer")  # ours covers its regions and more; both ran twice the work
     for recognizer in extra_recognizers():
         registry.add_recognizer(recognizer)
     return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
