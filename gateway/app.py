@@ -73,7 +73,7 @@ class Gateway:
         self.spool: SpoolWriter | None = None
         self.audit: Audit | None = None
         self.tap: TapStream | None = None
-        self.pii_salt = os.urandom(32)  # keys the `hash` action; the audit salt when there is one
+        self.pii_salt = b""  # keys the `hash` action: the audit salt, or pii.salt beside gateway.yaml
         if settings.audit is not None:
             self.spool_dir = settings.near(settings.audit.spool_dir)
             self.spool = SpoolWriter(
@@ -89,6 +89,8 @@ class Gateway:
         if self.policies is not None:  # pii rules come from policies; the pool starts when one needs it
             processes = settings.pii.processes or default_processes()
             self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
+            if not self.pii_salt:  # one salt for every worker and restart, so a hashed value keeps its tag
+                self.pii_salt = audit_event.load_or_create_salt(settings.near("pii.salt"))
         self.pricing = Pricing(settings)
         self.alerts = Alerts(self.client, settings.limits.webhook_url, self.audit.record if self.audit else None)
         # limits come from policies: without a policy directory there is nothing to count
