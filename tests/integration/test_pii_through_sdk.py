@@ -265,3 +265,29 @@ def test_the_analyzer_processes_do_not_outlive_a_killed_gateway(mock: Mock, tmp_
         assert alive == [], [p.pid for p in alive]
     finally:
         process.stop()
+
+
+def test_without_the_ner_pipeline_the_start_up_warns_and_patterns_still_protect(
+    mock: Mock, upstream: Mock, tmp_path: Path
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "privacy.yaml").write_text(POLICY)
+    config = tmp_path / "gateway.yaml"
+    text = GATEWAY_YAML.format(mock=mock.url).replace("  conversation_header: x-conversation-id\n", "")
+    config.write_text(text + "  spacy_model: no_such_pipeline\n")
+    key = create_key(config, "--team", "support")
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", tmp_path / "gateway.log", env)
+    try:
+        deadline = time.monotonic() + 60
+        while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "PERSON, LOCATION and NRP cannot be detected" in process.output()
+        with openai.OpenAI(base_url=process.url + "/v1", api_key=key, max_retries=0) as sdk:
+            chat(sdk, [{"role": "user", "content": f"I am {NAME}, write to {EMAIL}"}])
+        received = sent_upstream(upstream)
+        assert EMAIL not in received and "<EMAIL_ADDRESS_1>" in received
+        assert NAME in received  # what is lost without the pipeline, as the warning said
+    finally:
+        process.stop()
