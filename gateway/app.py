@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +27,7 @@ from gateway.audit.process import read_status
 from gateway.audit.spool import SpoolWriter
 from gateway.audit.stage import Audit, AuditAdmission, TapStream
 from gateway.auth.keys import KeyStore
-from gateway.auth.stage import Authenticate
+from gateway.auth.stage import Authenticate, authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.limits.alerts import Alerts
 from gateway.limits.costs import Pricing
@@ -37,10 +38,10 @@ from gateway.parsing import ParseBody
 from gateway.pii.conversations import Conversations
 from gateway.pii.engine import PiiEngine, default_processes
 from gateway.pii.stage import Redact, RestorePii
-from gateway.pipeline import Pipeline, Stage
+from gateway.pipeline import Pipeline, RequestContext, Stage
 from gateway.policy.loader import PolicyStore
 from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
-from gateway.routes import PROXIED, internal_error, routes
+from gateway.routes import PROXIED, bearer, internal_error, routes
 from gateway.routing import ResolveModel
 from gateway.settings import Settings
 from gateway.upstream import health
@@ -146,6 +147,21 @@ class Gateway:
             "audit": self.audit_status(),
         }
 
+    def audit_refused(self, scope: Scope, error: GatewayError) -> None:
+        """An audit event for a model request the middleware refused (413, 431, 408) before any stage ran;
+        attributed to its key when the key is valid."""
+        if self.audit is None or scope.get("path") not in PROXIED:
+            return
+        headers = Headers(scope=scope)
+        endpoint = str(scope["path"]).removeprefix("/v1/")
+        ctx = RequestContext(scope["state"]["request_id"], endpoint, headers, b"", {}, bearer(headers))
+        client = scope.get("client")
+        ctx.client = client[0] if client else ""
+        ctx.error = error
+        with contextlib.suppress(GatewayError):
+            ctx.principal = authenticate(self.keys, ctx.api_key)
+        self.audit.record(ctx)
+
     def audit_status(self) -> dict[str, object] | None:
         if self.spool is None or self.audit is None:
             return None
@@ -206,7 +222,10 @@ def build_middleware_stack(settings: Settings, app: Starlette) -> ASGIApp:
                                          └─ Starlette: errors → exceptions → router → the other routes
     """
     proxies = {route.path: route.app for route in app.routes if isinstance(route, Route) and route.path in PROXIED}
-    return RequestIdMiddleware(RequestLimitsMiddleware(HotPath(app, proxies), limits=settings.server))
+    gateway: Gateway = app.state.gateway
+    on_refused = gateway.audit_refused if gateway.audit is not None else None
+    limits = RequestLimitsMiddleware(HotPath(app, proxies), limits=settings.server, on_refused=on_refused)
+    return RequestIdMiddleware(limits)
 
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:

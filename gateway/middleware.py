@@ -9,7 +9,7 @@
 import asyncio
 import re
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,9 +49,14 @@ def _client_request_id(scope: Scope) -> str | None:
 
 
 class RequestLimitsMiddleware:
-    def __init__(self, app: ASGIApp, limits: ServerLimits) -> None:
+    """`on_refused(scope, error)` hears every request refused here (the audit trail records them too)."""
+
+    def __init__(
+        self, app: ASGIApp, limits: ServerLimits, on_refused: Callable[[Scope, GatewayError], None] | None = None
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,6 +67,8 @@ class RequestLimitsMiddleware:
             body = await self._read_body(scope, receive) if scope["method"] in ("POST", "PUT", "PATCH") else b""
         except GatewayError as exc:
             await send_error(send, exc)
+            if self.on_refused is not None:
+                self.on_refused(scope, exc)
             return
         scope.setdefault("state", {})["body"] = body
         await self.app(scope, _replay(body, receive), send)

@@ -38,6 +38,8 @@ limits:
 audit:
   spool_dir: audit-spool
   run_shipper: false   # the events stay in the spool, where this test reads them
+server:
+  max_body_bytes: 65536
 """
 
 POLICIES = """\
@@ -242,6 +244,26 @@ def test_audit_events_carry_tokens_cost_and_the_refusing_rule(limited: LimitsGat
     refused = events[refused_id]
     assert refused["status"] == 429 and refused["error_code"] == "budget_exceeded"
     assert [(d["rule"], d["action"]) for d in refused["decisions"]] == [("tiny", "block")]
+
+
+def test_requests_the_middleware_refuses_are_audited_too(limited: LimitsGateway, upstream: Mock) -> None:
+    key = limited.key("rate")
+    url, auth = limited.base_url + "/chat/completions", {"authorization": f"Bearer {key}"}
+    big = {"model": "mock-model", "messages": [{"role": "user", "content": "x" * 100_000}]}
+    too_large = httpx.post(url, json=big, headers=auth)
+    flood = {**auth, **{f"x-filler-{n}": "y" for n in range(150)}}
+    too_many = httpx.post(url, json={"model": "mock-model", "messages": []}, headers=flood)
+    assert (too_large.status_code, too_many.status_code) == (413, 431)
+    events = {e["request_id"]: e for e in limited.events()}
+    for response, code in ((too_large, "payload_too_large"), (too_many, "request_header_fields_too_large")):
+        event = events[response.headers["x-request-id"]]
+        assert (event["status"], event["error_code"], event["route"]) == (
+            response.status_code,
+            code,
+            "chat/completions",
+        )
+        assert event["key_id"] == key.removeprefix("gk-").split(".")[0] and event["team"] == "rate"
+    assert upstream.requests() == []
 
 
 def test_streams_are_billed_from_a_usage_chunk_the_client_did_not_ask_for(
