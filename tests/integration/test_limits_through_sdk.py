@@ -18,7 +18,7 @@ import pytest
 from gateway import codec
 from tests.conftest import create_key
 from tests.redis_server import RedisServer
-from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, start
+from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
 
 # mock-model: 2 USD per 1M output tokens = 2 micro-USD per token; input is free, so a request capped at
 # max_tokens=5 reserves exactly what it costs (the mock's answers are longer than 5 tokens): 10 micro-USD.
@@ -53,7 +53,7 @@ policies:
     rules:
       - {name: small-tpm, kind: rate_limit, per: [team], tpm: 60, default_max_tokens: 10}
   - name: spend
-    match: {teams: [spend, alerting, audited]}
+    match: {teams: [spend, alerting, audited, resettable]}
     rules:
       - {name: tiny, kind: budget, per: [team], usd: 0.0001, period: day, alert_percent: [50]}
   - name: metered
@@ -246,6 +246,30 @@ def test_audit_events_carry_tokens_cost_and_the_refusing_rule(limited: LimitsGat
     assert [(d["rule"], d["action"]) for d in refused["decisions"]] == [("tiny", "block")]
 
 
+def test_admins_list_and_reset_budgets_with_the_cli(limited: LimitsGateway, upstream: Mock) -> None:
+    key = limited.key("resettable")
+    with limited.sdk(key) as sdk:
+        ask(sdk, max_tokens=5)
+
+    def rows() -> list[dict[str, Any]]:
+        listing = gateway_command("budgets", "list", "--config", str(limited.config), "--json")
+        assert listing.returncode == 0, listing.stderr
+        return [r for r in codec.loads(listing.stdout) if r["scope"] == "team=resettable"]
+
+    assert [(r["policy"], r["rule"], r["limit_usd"], r["spent_usd"], r["remaining_usd"]) for r in rows()] == [
+        ("spend", "tiny", "0.000100", "0.000010", "0.000090")
+    ]
+    table = gateway_command("budgets", "list", "--config", str(limited.config))
+    assert "spend/tiny" in table.stdout and "team=resettable" in table.stdout
+    reset = gateway_command(
+        "budgets", "reset", "--config", str(limited.config), "--policy", "spend", "--rule", "tiny",
+        "--scope", "team=resettable",
+    )  # fmt: skip
+    assert reset.returncode == 0 and reset.stdout.strip() == "reset 1 budget counter(s)"
+    assert rows() == []
+    assert limited.usage(key)["budgets"][0]["used_usd"] == "0.000000"
+
+
 def test_requests_the_middleware_refuses_are_audited_too(limited: LimitsGateway, upstream: Mock) -> None:
     key = limited.key("rate")
     url, auth = limited.base_url + "/chat/completions", {"authorization": f"Bearer {key}"}
@@ -340,3 +364,10 @@ def test_readyz_shows_the_limits_backend(limited: LimitsGateway) -> None:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text)
+
+
+def test_budgets_cli_without_redis_says_where_the_counts_are(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("models:\n  - {name: m, provider: vllm, base_url: http://127.0.0.1:9/v1}\n")
+    result = gateway_command("budgets", "list", "--config", str(config))
+    assert result.returncode == 2 and "GET /v1/gateway/usage" in result.stderr and "Traceback" not in result.stderr
