@@ -43,7 +43,7 @@ from gateway.policy.loader import PolicyStore
 from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
 from gateway.routes import PROXIED, bearer, internal_error, routes
 from gateway.routing import ResolveModel
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, Settings
 from gateway.upstream import health
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.router import Router
@@ -76,35 +76,40 @@ class Gateway:
         self.tap: TapStream | None = None
         self.pii_salt = b""  # keys the `hash` action: the audit salt, or pii.salt beside gateway.yaml
         if settings.audit is not None:
-            self.spool_dir = settings.near(settings.audit.spool_dir)
-            self.spool = SpoolWriter(
-                self.spool_dir,
-                max_bytes=settings.audit.max_spool_bytes,
-                fsync_interval=settings.audit.fsync_interval,
-            )
-            salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
-            self.audit = Audit(self.spool, salt)
-            self.tap = TapStream(salt)
-            self.pii_salt = salt
+            self._build_audit(settings, settings.audit)
         self.pii: PiiEngine | None = None
         if self.policies is not None:  # pii rules come from policies; the pool starts when one needs it
-            processes = settings.pii.processes or default_processes()
-            self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
-            if not self.pii_salt:  # one salt for every worker and restart, so a hashed value keeps its tag
-                self.pii_salt = audit_event.load_or_create_salt(settings.near("pii.salt"))
+            self._build_pii(settings)
         self.pricing = Pricing(settings)
         self.alerts = Alerts(self.client, settings.limits.webhook_url, self.audit.record if self.audit else None)
         # limits come from policies: without a policy directory there is nothing to count
         self.limits = Limits(settings.limits, self.alerts) if self.policies is not None else None
-        self.conversations: Conversations | None = None
-        if self.pii is not None and settings.pii.conversation_header:
-            redis = self.limits.redis.client if self.limits is not None and self.limits.redis is not None else None
-            key = secrets.load_master_key()  # a missing key stops the start, naming GATEWAY_MASTER_KEY
-            ttl, prefix = settings.pii.conversation_ttl, settings.limits.key_prefix
-            self.conversations = Conversations(key, ttl, prefix, redis)
+        self.conversations = self._conversations(settings) if self.pii is not None else None
         self.metered = self.policies is not None or self.audit is not None
         final: list[Stage] = [Settle(self.limits, self.pricing, self.audit is not None)] if self.metered else []
         self.pipeline = Pipeline(stages=self.stages(), final_stages=final + ([self.audit] if self.audit else []))
+
+    def _build_audit(self, settings: Settings, audit: AuditSettings) -> None:
+        self.spool_dir = settings.near(audit.spool_dir)
+        self.spool = SpoolWriter(self.spool_dir, max_bytes=audit.max_spool_bytes, fsync_interval=audit.fsync_interval)
+        salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
+        self.audit = Audit(self.spool, salt)
+        self.tap = TapStream(salt)
+        self.pii_salt = salt
+
+    def _build_pii(self, settings: Settings) -> None:
+        processes = settings.pii.processes or default_processes()
+        self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
+        if not self.pii_salt:  # one salt for every worker and restart, so a hashed value keeps its tag
+            self.pii_salt = audit_event.load_or_create_salt(settings.near("pii.salt"))
+
+    def _conversations(self, settings: Settings) -> Conversations | None:
+        """Conversation pseudonyms, kept where the limits are (Redis or the process), when a header names them."""
+        if not settings.pii.conversation_header:
+            return None
+        redis = self.limits.redis.client if self.limits is not None and self.limits.redis is not None else None
+        key = secrets.load_master_key()  # a missing key stops the start, naming GATEWAY_MASTER_KEY
+        return Conversations(key, settings.pii.conversation_ttl, settings.limits.key_prefix, redis)
 
     def stages(self) -> list[Stage]:
         policy: list[Stage] = [ResolvePolicy(self.policies), CheckInput()] if self.policies else []
