@@ -33,6 +33,7 @@ pii:
   conversation_header: x-conversation-id
 """
 )
+CONVERSATIONS = "  conversation_header: x-conversation-id\n"
 
 POLICY = """\
 policies:
@@ -78,20 +79,29 @@ class PiiGateway:
         return openai.OpenAI(base_url=self.base_url, api_key=self.key, max_retries=0, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def protected(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiiGateway]:
-    folder = tmp_path_factory.mktemp("pii")
+def start_protected(folder: Path, mock: Mock, yaml: str, env: dict[str, str]) -> tuple[Process, Path, str]:
+    """A gateway enforcing POLICY with the given gateway.yaml, once its analyzer pool is ready, and a key."""
     (folder / "policies").mkdir()
     (folder / "policies" / "privacy.yaml").write_text(POLICY)
     config = folder / "gateway.yaml"
-    config.write_text(GATEWAY_YAML.format(mock=mock.url))
-    key = create_key(config, "--team", "support")
-    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET, "GATEWAY_MASTER_KEY": generate_master_key()}
-    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", folder / "gateway.log", env)
+    config.write_text(yaml)
+    key = create_key(config, "--team", "support")  # made before the start, so the gateway has it at once
+    args = ["-m", "gateway", "serve", "--config", str(config)]
+    process = start(args, "/healthz", folder / "gateway.log", {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET, **env})
     deadline = time.monotonic() + 90
     while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:  # the pool loads spaCy once
-        assert time.monotonic() < deadline, process.output()
+        if time.monotonic() > deadline:
+            process.stop()
+            raise AssertionError(process.output())
         time.sleep(0.2)
+    return process, config, key
+
+
+@pytest.fixture(scope="module")
+def protected(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiiGateway]:
+    env = {"GATEWAY_MASTER_KEY": generate_master_key()}
+    folder = tmp_path_factory.mktemp("pii")
+    process, config, key = start_protected(folder, mock, GATEWAY_YAML.format(mock=mock.url), env)
     try:
         yield PiiGateway(process, config, key)
     finally:
@@ -246,17 +256,9 @@ def test_pseudonyms_stay_the_same_across_a_conversation(protected: PiiGateway, u
 def test_the_analyzer_processes_do_not_outlive_a_killed_gateway(mock: Mock, tmp_path: Path) -> None:
     import psutil
 
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "privacy.yaml").write_text(POLICY)
-    config = tmp_path / "gateway.yaml"
-    config.write_text(GATEWAY_YAML.format(mock=mock.url).replace("  conversation_header: x-conversation-id\n", ""))
-    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
-    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", tmp_path / "gateway.log", env)
+    yaml = GATEWAY_YAML.format(mock=mock.url).replace(CONVERSATIONS, "")
+    process, _, _ = start_protected(tmp_path, mock, yaml, {})
     try:
-        deadline = time.monotonic() + 90
-        while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
         pool = psutil.Process(process.proc.pid).children(recursive=True)
         assert pool, "the analyzer pool has processes"
         process.proc.kill()  # kill -9: no shutdown code runs in the gateway
@@ -270,19 +272,9 @@ def test_the_analyzer_processes_do_not_outlive_a_killed_gateway(mock: Mock, tmp_
 def test_without_the_ner_pipeline_the_start_up_warns_and_patterns_still_protect(
     mock: Mock, upstream: Mock, tmp_path: Path
 ) -> None:
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "privacy.yaml").write_text(POLICY)
-    config = tmp_path / "gateway.yaml"
-    text = GATEWAY_YAML.format(mock=mock.url).replace("  conversation_header: x-conversation-id\n", "")
-    config.write_text(text + "  spacy_model: no_such_pipeline\n")
-    key = create_key(config, "--team", "support")
-    env = {"TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
-    process = start(["-m", "gateway", "serve", "--config", str(config)], "/healthz", tmp_path / "gateway.log", env)
+    yaml = GATEWAY_YAML.format(mock=mock.url).replace(CONVERSATIONS, "") + "  spacy_model: no_such_pipeline\n"
+    process, _, key = start_protected(tmp_path, mock, yaml, {})
     try:
-        deadline = time.monotonic() + 60
-        while not httpx.get(process.url + "/readyz").json()["pii"]["ready"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
         assert "PERSON, LOCATION and NRP cannot be detected" in process.output()
         with openai.OpenAI(base_url=process.url + "/v1", api_key=key, max_retries=0) as sdk:
             chat(sdk, [{"role": "user", "content": f"I am {NAME}, write to {EMAIL}"}])
