@@ -22,3 +22,8 @@ def dumps_pretty(obj: Any) -> bytes:
 def dumps_canonical(obj: Any) -> bytes:
     """Compact, keys sorted: the same value always gives the same bytes (what a hash is taken over)."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def dumps_lenient(obj: Any) -> bytes:
+    """Like dumps, for database values: any other type (Decimal, IP address...) as its str, non-str keys allowed."""
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)

@@ -60,23 +60,25 @@ def _settings(path: str) -> Settings | None:
 
 
 def _store(settings: Settings) -> Any:
-    from gateway.audit.store import connect  # the ClickHouse client (and chDB) load only for these commands
+    """A reader of the audit store: this process's own, or the running gateway's shipper's (gateway.audit.reads)."""
+    from gateway.audit.reads import open_reader  # the ClickHouse client (and chDB) load only for these commands
 
-    assert settings.audit is not None and settings.audit_url is not None
-    public = settings.near(settings.audit.signing_key).with_suffix(".pub")
-    keys = [public.read_bytes()] if public.exists() else []
-    return connect(settings.audit_url, database=settings.audit.database, public_keys=keys)
+    return open_reader(settings)
 
 
 def _guarded(command: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from gateway.audit.reads import ReadError
         from gateway.audit.store import StoreLocked
 
         try:
             return int(command(args))
         except StoreLocked as exc:
-            hint = "stop the gateway to read it here, or use a ClickHouse server (audit.clickhouse_url)"
-            print(f"gateway audit: {exc} (the running gateway's audit shipper holds it); {hint}", file=sys.stderr)
+            hint = "its shipper does not answer reads (is `gateway serve` running with run_shipper: true?)"
+            print(f"gateway audit: {exc}; {hint}", file=sys.stderr)
+            return 2
+        except ReadError as exc:
+            print(f"gateway audit: {exc}", file=sys.stderr)
             return 2
 
     return run

@@ -8,7 +8,8 @@ engine chDB itself (hundreds of MB), live in this process only, never in a reque
 process per data directory, and this is it. An insert that fails is retried with exponential backoff (up to
 5 s between tries) while the spool grows on disk; a segment replayed after a crash between insert and delete
 inserts nothing twice (AuditStore.insert skips the event ids it already has). What it is doing is written
-to `<spool>/shipper.json`, which /readyz shows.
+to `<spool>/shipper.json`, which /readyz shows. While it runs it also answers the operators' reads on
+`<spool>/shipper.sock` (gateway.audit.reads), since no other process may open the embedded engine.
 """
 
 import logging
@@ -25,6 +26,7 @@ from gateway import codec
 from gateway.audit import spool
 from gateway.audit.chain import Signer
 from gateway.audit.process import STATUS_FILE
+from gateway.audit.reads import LockedClient, ReadServer, socket_path
 from gateway.audit.store import AuditStore, connect
 from gateway.settings import Settings
 
@@ -45,6 +47,11 @@ class Shipper:
         self.last_error: str | None = None
         self.last_ship = 0.0
         self._store: AuditStore | None = None
+
+    @property
+    def store(self) -> AuditStore | None:
+        """The store it ships to (None until connected): the read server uses it too."""
+        return self._store
 
     def run(self) -> None:
         self._connect_until_stopped()
@@ -166,9 +173,15 @@ def main(settings: Settings, watch_stdin: bool = False) -> int:
     def make() -> AuditStore:
         store = factory()
         _stop_on_signals(stop)  # the embedded engine installs signal handlers of its own when it starts
+        store.client = LockedClient(store.client)  # shared with the read server's threads
         return store
 
-    Shipper(make, directory, stop).run()
+    shipper = Shipper(make, directory, stop)
+    reads = ReadServer(socket_path(directory), lambda: shipper.store).start()
+    try:
+        shipper.run()
+    finally:
+        reads.close()
     return 0
 
 

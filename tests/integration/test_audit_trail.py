@@ -219,9 +219,40 @@ def test_the_embedded_engine_loads_only_in_the_shipper(audited: AuditedGateway) 
     assert len(shipper) == 1 and any("chdb" in m.path for m in shipper[0].memory_maps())
 
 
-def test_audit_commands_explain_a_store_held_by_the_running_shipper(audited: AuditedGateway) -> None:
+def test_operators_read_the_trail_while_the_gateway_runs(audited: AuditedGateway) -> None:
+    """The embedded engine is held by the running shipper: the audit commands read through it."""
+    audited.start()
+    client = openai.OpenAI(base_url=audited.url + "/v1", api_key=audited.key, max_retries=0)
+    for n in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"hi {n}"}])
+    audited.wait_shipped(3)
+    assert [row["status"] for row in audited.rows()] == [200, 200, 200]
+    tail = audited.audit("tail", "-n", "2")
+    assert tail.returncode == 0 and tail.stdout.count("chat/completions") == 2, tail.stderr
+    verify = audited.audit("verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("ok: 3 rows"), verify.stdout + verify.stderr
+
+
+def test_the_read_socket_refuses_writes_and_is_the_owners_only(audited: AuditedGateway) -> None:
+    from gateway.audit.reads import ReadError, RemoteReader, socket_path
+
     audited.start()
     audited.wait_shipped(0)
+    path = socket_path(audited.folder / "spool")
+    assert path.stat().st_mode & 0o777 == 0o600
+    reader = RemoteReader(path, timeout=10)
+    assert reader.select("SELECT count() FROM gateway.audit_events") == [[0]]
+    with pytest.raises(ReadError, match="readonly"):
+        reader.select("INSERT INTO gateway.audit_events (event_id) VALUES (generateUUIDv4())")
+    with pytest.raises(ReadError, match="unknown read"):
+        reader._call("drop")
+
+
+def test_audit_commands_explain_a_store_nobody_answers_for(audited: AuditedGateway, tmp_path: Path) -> None:
+    """A store held by a process that serves no reads (a shipper run by hand, without its socket): exit 2, why."""
+    audited.start()
+    audited.wait_shipped(0)
+    (audited.folder / "spool" / "shipper.sock").unlink()
     result = audited.audit("tail")
     assert result.returncode == 2 and "shipper" in result.stderr and "Traceback" not in result.stderr
 
