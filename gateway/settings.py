@@ -209,8 +209,17 @@ class PolicySettings:
 class AuditSettings:
     """The audit trail: a local write-ahead spool, shipped to ClickHouse (a server, or the embedded engine).
 
+    On unless gateway.yaml says `audit: false`: a file without an `audit:` section gets these defaults.
+
     Paths are relative to gateway.yaml. `clickhouse_url`: `chdb:///path` (embedded; the default is `chdb://`
-    plus `audit-db` next to gateway.yaml) or `http(s)://user:password@host:8123` (a server)."""
+    plus `audit-db` next to gateway.yaml) or `http(s)://user:password@host:8123` (a server).
+
+    `bodies` (default false): store each forwarded request's body as the upstream received it (after
+    guardrail and PII redaction: placeholders, never the raw values) and the upstream's answer before PII
+    restoration, in the `body` column, encrypted with a per-team key (AES-256-GCM) so that
+    `gateway audit shred --team T` makes that team's bodies unreadable (needs GATEWAY_MASTER_KEY, which
+    wraps the team keys kept in the `body_keys` directory). The request and the answer are each cut at
+    `max_body_bytes` bytes (marked truncated); a stream keeps its text. See gateway.audit.bodies."""
 
     __pydantic_config__ = FORBID
     clickhouse_url: str | None = None
@@ -221,6 +230,9 @@ class AuditSettings:
     max_spool_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     on_spool_full: Literal["fail_closed", "fail_open"] = "fail_closed"
     signing_key: str = "audit-signing.key"
+    bodies: bool = False
+    body_keys: str = "audit-body-keys"
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
     # `gateway serve` runs the shipper as its child; false when it runs on its own (`gateway audit ship`)
     run_shipper: bool = True
 
@@ -350,6 +362,10 @@ def load(path: str | Path) -> Settings:
     if not isinstance(data, yamlconf.LineDict):
         raise yamlconf.ConfigError([yamlconf.Problem(str(path), 1, "", "expected a mapping at the top level")])
     data["source"] = str(path.resolve())
+    if "audit" not in data:
+        data["audit"] = {}  # on by default: every request recorded, in the embedded engine unless a URL is set
+    elif data["audit"] is False:
+        data["audit"] = None  # `audit: false`: no audit trail
     settings = yamlconf.validate(Settings, data, path)
     _warn_literal_secrets(settings, data, path)
     return _apply_env(settings)

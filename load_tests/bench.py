@@ -302,7 +302,9 @@ def bench_gateway(
     if policies:
         text += f"policies: {{dir: {Path(policies).resolve()}}}\n"
         target, client = "gateway + policies", Path(policies).name
-    if audit:
+    if not audit:
+        text += "audit: false\n"
+    else:
         text += "audit: {spool_dir: audit-spool}\n"
         target, client = "gateway + audit", "chdb"
     if redis:

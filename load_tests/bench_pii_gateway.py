@@ -180,6 +180,7 @@ def gateway_yaml(ctx: Ctx, variant: Variant, port: int, mock: procs.Server) -> s
         f"models:\n  - name: mock-model\n    provider: openai_compatible\n    base_url: {mock.url}/v1\n"
         "    api_key: env:MOCK_UPSTREAM_KEY\n"
         "policies: {dir: policies}\n"
+        "audit: false\n"
         f"pii: {{processes: {ctx.args.processes}, timeout: {ctx.args.pii_timeout:g}, spacy_model: {model}}}\n"
     )
 

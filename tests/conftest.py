@@ -12,7 +12,8 @@ from tests.redis_server import RedisServer, start_redis
 from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, free_port, gateway_command, start
 
 GATEWAY_YAML = (
-    MOCK_MODELS
+    "audit: false  # this module does not test the audit trail (on by default)\n"
+    + MOCK_MODELS
     + """\
   - name: alias-model
     provider: vllm

@@ -17,6 +17,7 @@ from tests.servers import Mock, start
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
 CONFIG = """\
+audit: false  # this module does not test the audit trail (on by default)
 models:
   - name: claude
     provider: anthropic

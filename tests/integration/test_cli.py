@@ -22,6 +22,7 @@ models:
     provider: openai
     base_url: http://127.0.0.1:9/v1
     api_key: env:SOME_KEY
+audit: false  # this module does not test the audit trail (on by default)
 """
 
 

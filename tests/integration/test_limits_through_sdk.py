@@ -23,6 +23,7 @@ from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, gateway_com
 # mock-model: 2 USD per 1M output tokens = 2 micro-USD per token; input is free, so a request capped at
 # max_tokens=5 reserves exactly what it costs (the mock's answers are longer than 5 tokens): 10 micro-USD.
 GATEWAY_YAML = """\
+audit: false  # this module does not test the audit trail (on by default)
 models:
   - name: mock-model
     provider: openai_compatible

@@ -25,6 +25,7 @@ from tests.redis_server import RedisServer
 from tests.servers import UPSTREAM_SECRET, Mock, Process, gateway_command, start
 
 GATEWAY_YAML = """\
+audit: false  # this module does not test the audit trail (on by default)
 models:
   - name: mock-model
     provider: openai_compatible

@@ -19,7 +19,8 @@ from tests.conftest import create_key
 from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock, Process, start
 
 GATEWAY_YAML = (
-    MOCK_MODELS
+    "audit: false  # this module does not test the audit trail (on by default)\n"
+    + MOCK_MODELS
     + """\
   - name: text-embedding-3-small
     provider: openai

@@ -18,6 +18,7 @@ from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, start
 
 FAST_RETRIES = "retries: {attempts: 3, backoff: 0.01, max_backoff: 0.05, max_retry_after: 1}"
 CONFIG = """\
+audit: false  # this module does not test the audit trail (on by default)
 models:
   - name: ha
     strategy: priority

@@ -126,3 +126,12 @@ def test_a_model_takes_either_the_short_form_or_deployments(tmp_path: Path) -> N
     unknown_fallback = GOOD + "    fallbacks: [nope]\n"
     with pytest.raises(ConfigError, match="fallback 'nope' is not another configured model"):
         settings.load(write(tmp_path, unknown_fallback))
+
+
+def test_the_audit_trail_is_on_unless_the_file_turns_it_off(tmp_path: Path) -> None:
+    models = "models:\n  - {name: m, provider: openai, base_url: http://127.0.0.1:9/v1}\n"
+    default = settings.load(write(tmp_path, models))
+    assert default.audit is not None and default.audit_url == f"chdb://{(tmp_path / 'audit-db').resolve()}"
+    assert settings.load(write(tmp_path, models + "audit: false\n")).audit is None
+    server = settings.load(write(tmp_path, models + "audit: {clickhouse_url: 'http://ch:8123'}\n"))
+    assert server.audit is not None and server.audit_url == "http://ch:8123"

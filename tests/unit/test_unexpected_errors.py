@@ -12,7 +12,7 @@ from gateway.app import build_app
 from gateway.auth import keys
 from gateway.pipeline import RequestContext
 
-CONFIG = "models:\n  - {name: m, provider: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+CONFIG = "audit: false\nmodels:\n  - {name: m, provider: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
 BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 
