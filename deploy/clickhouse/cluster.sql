@@ -12,7 +12,7 @@
 --     ALTER TABLE gateway.audit_checkpoints_local ON CLUSTER '{cluster}'
 --         MODIFY TTL toDateTime(created) + INTERVAL 400 DAY;
 -- Events are sharded by event_id (a retried insert lands on the same shard, where the replicated insert
--- deduplication also sees it); the hash chain is one sequence across shards, written by one shipper.
+-- deduplication also sees it); each shipper (one per gateway replica) writes its own hash chain (`chain`).
 
 CREATE DATABASE IF NOT EXISTS gateway ON CLUSTER '{cluster}';
 
@@ -53,10 +53,11 @@ CREATE TABLE IF NOT EXISTS gateway.audit_events_local ON CLUSTER '{cluster}' (
     user_agent LowCardinality(String) COMMENT 'the client User-Agent',
     prompt_hash String COMMENT 'keyed hash (hex) of the request body, empty if none',
     answer_hash String COMMENT 'keyed hash (hex) of the answer, empty if none',
-    body String CODEC(ZSTD(3)) COMMENT 'the stored body, empty unless bodies are stored',
+    body String CODEC(ZSTD(3)) COMMENT 'the redacted bodies sealed with the team key, or empty',
     seq UInt64 COMMENT 'position in the hash chain, from 1',
     prev_hash String COMMENT 'hash of the row at seq - 1 (64 zeros before the first)',
     hash String COMMENT 'SHA-256 hex of prev_hash and the canonical event columns',
+    chain LowCardinality(String) COMMENT 'the hash chain of the row: one per shipper (audit.chain_id), each from seq 1',
     INDEX event_id_bf event_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX request_id_bf request_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX seq_mm seq TYPE minmax GRANULARITY 1
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS gateway.audit_checkpoints_local ON CLUSTER '{cluster}
     rows UInt64 COMMENT 'rows covered: seq - rows + 1 .. seq, the batch it closes',
     created DateTime64(3, 'UTC') COMMENT 'when it was signed',
     key_id LowCardinality(String) COMMENT 'fingerprint of the public key that signs it',
-    signature String COMMENT 'hex Ed25519 signature of the canonical checkpoint message'
+    signature String COMMENT 'hex Ed25519 signature of the canonical checkpoint message',
+    chain LowCardinality(String) COMMENT 'the hash chain it signs'
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/gateway/audit_checkpoints', '{replica}')
 PARTITION BY toYYYYMM(created)

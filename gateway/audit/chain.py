@@ -1,10 +1,11 @@
 """The tamper-evident hash chain of the audit rows, its signed checkpoints, and the walk that verifies both.
 
-Every row carries `seq` (1, 2, 3, ... in insert order), `prev_hash` (the hash of row seq - 1, GENESIS before
-the first) and `hash = SHA-256(prev_hash + canonical(event columns))`. Canonical is JSON with sorted keys of
-the event columns whose value is not the column's default, each value as ClickHouse gives it back: times as
-epoch milliseconds, UUIDs as text, floats as float64, tuples as lists. Leaving defaults out means a column added
-by a later migration (old rows read it back as its default) changes no existing row's hash.
+Every row carries `seq` (1, 2, 3, ... in insert order within its `chain`, one chain per shipper), `prev_hash`
+(the hash of row seq - 1; before the first, `genesis(chain)`) and `hash = SHA-256(prev_hash + canonical(event
+columns))`. Canonical (gateway.audit.canonical, the one definition the insert and verify both use) is JSON
+with sorted keys of the event columns whose value is not the column's default, each value as ClickHouse gives
+it back: times as epoch milliseconds, UUIDs as text, floats as float64, tuples as lists. Leaving defaults out
+means a column added by a later migration (old rows read it back as its default) changes no existing row's hash.
 
 The chain alone shows that a row was altered (its hash), deleted (a gap in seq) or inserted (a repeated seq, or
 a row whose prev_hash does not link). It cannot show a forged row appended with a correctly computed hash, nor
@@ -27,8 +28,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
-from operator import itemgetter
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,57 +36,36 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway import codec
-from gateway.audit.schema import EVENT_COLUMNS, EVENT_NAMES
+from gateway.audit.canonical import canonical, canonical_rows, epoch_ms
+from gateway.audit.schema import EVENT_NAMES
 
 GENESIS = "0" * 64
 CHECKPOINT_VERSION = "gateway-audit-checkpoint-v1"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch; a naive datetime is UTC (what clickhouse-connect returns by default)."""
-    return (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _MS
 
 
 def iso_ms(ms: int) -> str:
     return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _list(fields: tuple[str, ...]) -> Any:
-    """Tuples (as inserted) are arrays to orjson already; named tuples read back come as dicts: list them."""
-
-    def canon(value: list[Any]) -> Any:
-        if isinstance(value[0], tuple):
-            return value
-        return [[item[f] for f in fields] if isinstance(item, dict) else list(item) for item in value]
-
-    return canon
-
-
-_NO_DEFAULT = object()  # uuid and time columns always have a value
-_CANON: dict[str, Any] = {"uuid": str, "time": epoch_ms, "float": float, "nullable_float": float}
-_DEFAULT: dict[str, Any] = {"str": "", "int": 0, "bool": False, "float": 0.0, "list": []}
-_PLAN = tuple(
-    (c.name, _list(c.fields) if c.kind == "list" else _CANON.get(c.kind), _DEFAULT.get(c.kind, _NO_DEFAULT))
-    for c in EVENT_COLUMNS
-)
-
-
-def canonical(values: Sequence[Any]) -> bytes:
-    """The canonical encoding of the event columns' values, given in EVENT_NAMES order."""
-    doc = {}
-    for (name, canon, default), value in zip(_PLAN, values, strict=True):
-        if value is None or value == default:
-            continue
-        doc[name] = value if canon is None else canon(value)
-    return codec.dumps_canonical(doc)
-
-
 def hash_values(prev_hash: str, values: Sequence[Any]) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical(values)).hexdigest()
+    """The chain hash of one row's event columns (in EVENT_NAMES order) after prev_hash."""
+    return link(prev_hash, canonical(values))
+
+
+def link(prev_hash: str, canonical_row: bytes) -> str:
+    """The chain hash of a row after prev_hash, from the row's canonical bytes (gateway.audit.canonical)."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_row).hexdigest()
+
+
+def hash_rows(prev_hash: str, columns: Sequence[Sequence[Any]]) -> list[str]:
+    """The hashes of a batch of rows given column by column (EVENT_NAMES order), chained from prev_hash."""
+    hashes = []
+    for canonical_row in canonical_rows(columns):
+        prev_hash = link(prev_hash, canonical_row)
+        hashes.append(prev_hash)
+    return hashes
 
 
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
@@ -94,8 +73,15 @@ def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return hash_values(prev_hash, [row.get(name) for name in EVENT_NAMES])
 
 
-def checkpoint_message(seq: int, chain_hash: str, rows: int, created: datetime) -> str:
-    return f"{CHECKPOINT_VERSION}|{seq}|{chain_hash}|{rows}|{iso_ms(epoch_ms(created))}"
+def genesis(chain: str) -> str:
+    """The prev_hash of a chain's first row: GENESIS for the unnamed chain, else bound to the chain's name
+    (a row moved into another chain does not link there)."""
+    return GENESIS if not chain else hashlib.sha256(f"gateway-audit-chain|{chain}".encode()).hexdigest()
+
+
+def checkpoint_message(seq: int, chain_hash: str, rows: int, created: datetime, chain: str = "") -> str:
+    message = f"{CHECKPOINT_VERSION}|{seq}|{chain_hash}|{rows}|{iso_ms(epoch_ms(created))}"
+    return f"{message}|{chain}" if chain else message
 
 
 def public_key_id(public_pem: bytes) -> str:
@@ -175,6 +161,7 @@ class Checkpoint(NamedTuple):
     created: datetime
     key_id: str
     signature: str
+    chain: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,8 +170,9 @@ class VerifyResult:
     rows_checked: int
     checkpoints_checked: int
     first_problem: str | None
-    first_seq: int = 0  # the first and last seq verified (0 if none)
+    first_seq: int = 0  # the first and last seq verified (0 if none), of the one chain or the failing one
     last_seq: int = 0
+    chains: int = 1  # how many chains were verified
 
 
 class _Failed(Exception):
@@ -206,13 +194,13 @@ class _Walk:
     first_seq: int = 0
     last_seq: int = 0
 
-    def row(self, seq: int, prev: str, stored: str, values: Sequence[Any]) -> None:
+    def row(self, seq: int, prev: str, stored: str, values: Sequence[Any], encoded: bytes) -> None:
         name = f"row seq {seq} (event_id {values[0]})"
         if seq < self.expected_seq:
             raise _Failed(f"{name} lies before the start of the chain at seq {self.expected_seq}: it was inserted")
         if seq > self.expected_seq:
             self._gap(seq, name, epoch_ms(values[1]))
-        if hash_values(prev, values) != stored:
+        if link(prev, encoded) != stored:
             raise _Failed(f"{name} was altered: its columns do not hash to its stored hash")
         if self.expected_prev is not None and prev != self.expected_prev:
             raise _Failed(f"{name} was inserted or replaced: its prev_hash is not the hash of seq {seq - 1}")
@@ -255,7 +243,8 @@ def _check_checkpoint(cp: Checkpoint, stored: str, keys: Mapping[str, bytes]) ->
     public_pem = keys.get(cp.key_id)
     if public_pem is None:
         raise _Failed(f"{where} is signed by key {cp.key_id!r}, which is not a trusted public key")
-    if not verify_signature(public_pem, checkpoint_message(cp.seq, cp.hash, cp.rows, cp.created), cp.signature):
+    message = checkpoint_message(cp.seq, cp.hash, cp.rows, cp.created, cp.chain)
+    if not verify_signature(public_pem, message, cp.signature):
         raise _Failed(f"{where} has a bad signature: it was forged or altered")
 
 
@@ -275,14 +264,23 @@ def walk(
     cps = iter(checkpoints)
     state = _Walk(start_seq, anchor, keys, expired_before_ms, cps, next(cps, None))
     try:
-        for seq, group in groupby(rows, key=itemgetter(0)):
+        for seq, group in groupby(_encoded(rows), key=lambda pair: pair[0][0]):
             same = list(group)
             if len(same) > 1:
-                ids = ", ".join(str(row[3]) for row in same)
+                ids = ", ".join(str(row[3]) for row, _ in same)
                 raise _Failed(f"seq {seq} is held by {len(same)} rows (event_id {ids}): rows were inserted")
-            _, prev, stored, *values = same[0]
-            state.row(seq, prev, stored, values)
+            (_, prev, stored, *values), encoded = same[0]
+            state.row(seq, prev, stored, values, encoded)
         state.end()
     except _Failed as problem:
         return state.result(str(problem))
     return state.result(None)
+
+
+def _encoded(rows: Iterable[Sequence[Any]], chunk: int = 256) -> Iterator[tuple[Sequence[Any], bytes]]:
+    """Each row `(seq, prev_hash, hash, *event values)` with the canonical bytes of its event values, encoded
+    a chunk of rows at a time (a small one: larger chunks keep more objects alive for the garbage collector to
+    visit, and verify got slower past a thousand rows)."""
+    source = iter(rows)
+    while page := list(islice(source, chunk)):
+        yield from zip(page, canonical_rows(list(zip(*page, strict=True))[3:]), strict=True)

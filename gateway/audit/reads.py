@@ -182,6 +182,10 @@ class LockedClient:
         with self.lock:
             return self.client.insert(*args, **kwargs)
 
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return self.client.insert_arrow(*args, **kwargs)
+
     def command(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             return self.client.command(*args, **kwargs)
@@ -240,10 +244,8 @@ def open_reader(settings: Settings, timeout: float | None = None) -> Reader:
 
     audit, url = settings.audit, settings.audit_url
     assert audit is not None and url is not None
-    public = settings.near(audit.signing_key).with_suffix(".pub")
-    keys = [public.read_bytes()] if public.exists() else []
     try:
-        return LocalReader(connect(url, database=audit.database, public_keys=keys))
+        return LocalReader(connect(url, database=audit.database, public_keys=settings.audit_public_keys()))
     except StoreLocked:
         path = socket_path(settings.near(audit.spool_dir))
         if not path.exists():

@@ -39,10 +39,12 @@ insert, the hash and the reads are all made from it; `tests/unit/audit` checks t
     user_agent           LowCardinality(String)      the client's User-Agent
     prompt_hash          String                      keyed hash (hex) of the request body, "" if none
     answer_hash          String                      keyed hash (hex) of the answer, "" if none
-    body                 String                      the stored body, "" unless bodies are stored
+    body                 String                      with audit.bodies: the redacted request and answer, AES-GCM
+                                                     sealed with the team's key (gateway.audit.bodies); else ""
 
 and the chain columns, set by the store: `seq` (UInt64, position in the chain from 1), `prev_hash` and `hash`
-(hex SHA-256, see gateway.audit.chain).
+(hex SHA-256, see gateway.audit.chain), and `chain`: each shipper writes its own chain (`audit.chain_id`,
+by default the host name), so gateway replicas sharing one ClickHouse never fork a chain.
 
 Layout of `audit_events`: a plain MergeTree (a ReplacingMergeTree would collapse rows behind the chain's back;
 inserts are made idempotent by the store instead), PARTITION BY toYYYYMM(ts) so retention drops whole months,
@@ -120,12 +122,13 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("user_agent", _LC, "str", "the client User-Agent"),
     Column("prompt_hash", "String", "str", "keyed hash (hex) of the request body, empty if none"),
     Column("answer_hash", "String", "str", "keyed hash (hex) of the answer, empty if none"),
-    Column("body", "String CODEC(ZSTD(3))", "str", "the stored body, empty unless bodies are stored"),
+    Column("body", "String CODEC(ZSTD(3))", "str", "the redacted bodies sealed with the team key, or empty"),
 )
 CHAIN_COLUMNS: tuple[Column, ...] = (
     Column("seq", "UInt64", "int", "position in the hash chain, from 1", max=2**64 - 1),
     Column("prev_hash", "String", "str", "hash of the row at seq - 1 (64 zeros before the first)"),
     Column("hash", "String", "str", "SHA-256 hex of prev_hash and the canonical event columns"),
+    Column("chain", _LC, "str", "the hash chain of the row: one per shipper (audit.chain_id), each from seq 1"),
 )
 EVENT_NAMES = tuple(c.name for c in EVENT_COLUMNS)
 ALL_NAMES = (*EVENT_NAMES, *(c.name for c in CHAIN_COLUMNS))
@@ -142,6 +145,7 @@ CHECKPOINT_COLUMNS: tuple[Column, ...] = (
     Column("created", "DateTime64(3, 'UTC')", "time", "when it was signed"),
     Column("key_id", _LC, "str", "fingerprint of the public key that signs it"),
     Column("signature", "String", "str", "hex Ed25519 signature of the canonical checkpoint message"),
+    Column("chain", _LC, "str", "the hash chain it signs"),
 )
 CHECKPOINT_NAMES = tuple(c.name for c in CHECKPOINT_COLUMNS)
 
@@ -175,6 +179,8 @@ def checkpoints_ddl(table: str, engine: str, on_cluster: str = "") -> str:
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "audit events with the hash chain columns", events_ddl("{db}." + EVENTS, "MergeTree")),
     (2, "signed checkpoints of the hash chain", checkpoints_ddl("{db}." + CHECKPOINTS, "MergeTree")),
+    (3, "one hash chain per shipper", f"ALTER TABLE {{db}}.{EVENTS} ADD COLUMN IF NOT EXISTS chain {_LC} AFTER hash"),
+    (4, "checkpoints name their chain", f"ALTER TABLE {{db}}.{CHECKPOINTS} ADD COLUMN IF NOT EXISTS chain {_LC}"),
 )
 _TTL_COLUMN = {EVENTS: "ts", CHECKPOINTS: "created"}
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)")
@@ -258,7 +264,7 @@ _CLUSTER_HEADER = """\
 --     ALTER TABLE gateway.audit_checkpoints_local ON CLUSTER '{cluster}'
 --         MODIFY TTL toDateTime(created) + INTERVAL 400 DAY;
 -- Events are sharded by event_id (a retried insert lands on the same shard, where the replicated insert
--- deduplication also sees it); the hash chain is one sequence across shards, written by one shipper.
+-- deduplication also sees it); each shipper (one per gateway replica) writes its own hash chain (`chain`).
 """
 
 

@@ -23,18 +23,18 @@ from urllib.parse import urlparse
 
 from gateway.audit import rows, schema
 from gateway.audit.chain import (
-    GENESIS,
     Checkpoint,
     Signer,
     VerifyResult,
     checkpoint_message,
     epoch_ms,
-    hash_values,
+    genesis,
+    hash_rows,
     iso_ms,
     public_key_id,
     walk,
 )
-from gateway.audit.schema import ALL_NAMES, CHECKPOINT_NAMES, CHECKPOINTS, EVENT_NAMES, EVENTS
+from gateway.audit.schema import CHECKPOINT_NAMES, CHECKPOINTS, EVENT_NAMES, EVENTS
 
 __all__ = ["AuditStore", "StoreLocked", "VerifyResult", "connect"]
 
@@ -63,9 +63,11 @@ class AuditStore:
         database: str = "gateway",
         signer: Signer | None = None,
         public_keys: Iterable[bytes] = (),
+        chain: str = "",
     ) -> None:
         self.client = client
         self.database = schema.check_database(database)
+        self.chain = chain  # the chain this store writes (verify reads them all)
         self.signer = signer
         self.keys = {public_key_id(pem): pem for pem in public_keys}
         if signer is not None:
@@ -82,54 +84,78 @@ class AuditStore:
         self.client.close()
 
     def head(self) -> tuple[int, str]:
-        """The last seq and its hash, or (0, GENESIS) for an empty chain."""
-        rows = self.client.query(f"SELECT seq, hash FROM {self.events} ORDER BY seq DESC LIMIT 1").result_rows
-        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+        """The last seq of this store's chain and its hash, or (0, genesis) for an empty chain."""
+        rows = self.client.query(
+            f"SELECT seq, hash FROM {self.events} WHERE chain = {{chain:String}} ORDER BY seq DESC LIMIT 1",
+            parameters={"chain": self.chain},
+        ).result_rows
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, genesis(self.chain))
 
     def insert(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Chain and store the events not stored yet, sign the batch; the number of rows inserted."""
         self._sign_pending()
-        rows = self._new_rows(events)
-        if not rows:
+        columns = self._new_rows(events)
+        count = len(columns["event_id"])
+        if not count:
             return 0
         seq, prev = self._head or self.head()
-        data = []
-        for row in rows:
-            values = [row[name] for name in EVENT_NAMES]
-            seq, chain_hash = seq + 1, hash_values(prev, values)
-            data.append([*values, seq, prev, chain_hash])
-            prev = chain_hash
-        self._head, self._unsigned = None, _Pending(seq, prev, len(data))
-        self.client.insert(self.events, data, column_names=ALL_NAMES, settings=_WRITE_THROUGH)
+        hashes = hash_rows(prev, list(columns.values()))
+        chained = {
+            **columns,
+            "seq": range(seq + 1, seq + count + 1),
+            "prev_hash": [prev, *hashes[:-1]],
+            "hash": hashes,
+            "chain": [self.chain] * count,
+        }
+        seq, prev = seq + count, hashes[-1]
+        self._head, self._unsigned = None, _Pending(seq, prev, count)
+        self.client.insert_arrow(self.events, rows.to_table(chained), settings=_WRITE_THROUGH)
         self._head = (seq, prev)
         self._sign_pending()
-        return len(data)
+        return count
 
-    def _new_rows(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """The events as rows, without repeats in the batch and without the ones already stored."""
-        unique: dict[Any, dict[str, Any]] = {}
-        for event in events:
-            row = rows.to_row(event)
-            unique.setdefault(row["event_id"], row)
-        if not unique:
-            return []
-        stored = self._stored_ids(list(unique.values()))
-        return [row for event_id, row in unique.items() if event_id not in stored]
+    def _new_rows(self, events: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """The events as columns, without repeats in the batch and without the ones already stored."""
+        columns = rows.to_columns(events)
+        ids = columns["event_id"]
+        if not ids:
+            return columns
+        keep: Sequence[int] = range(len(ids))
+        if len(set(ids)) < len(ids):  # the first of each id
+            keep = sorted({event_id: at for at, event_id in reversed(list(enumerate(ids)))}.values())
+        stored = self._stored_ids(columns)
+        if stored:
+            keep = [at for at in keep if ids[at] not in stored]
+        if len(keep) == len(ids):
+            return columns
+        return {name: [values[at] for at in keep] for name, values in columns.items()}
 
-    def _stored_ids(self, rows: list[dict[str, Any]]) -> set[Any]:
-        """One SELECT, narrowed to the batch's teams and time span (a replayed event has the same ts and team).
+    def _stored_ids(self, columns: Mapping[str, list[Any]]) -> set[str]:
+        """The batch's event ids already stored: only rows of the batch's teams and time span can hold one (a
+        replayed event has the same team and ts).
 
-        The ids go in as one literal: they are `str(UUID)`, only hex digits and dashes, and clickhouse-connect
-        escapes a bound parameter character by character in Python (5000 ids: 25 ms, the literal: 1 ms).
+        That span usually holds few rows (a segment spans a second or so): they are read and compared here,
+        which costs the engine a third of a lookup by id. If it holds many (a long request widens it), the
+        ids are looked up by a second SELECT. They go in as one literal: they are canonical UUID text
+        (rows.to_columns), only hex digits and dashes, and clickhouse-connect escapes a bound parameter
+        character by character in Python (5000 ids: 25 ms, the literal: 1 ms).
         """
-        times = [epoch_ms(row["ts"]) for row in rows]
-        ids = ",".join(str(row["event_id"]) for row in rows)
+        ids, times = columns["event_id"], columns["ts"]
+        span = {"teams": sorted(set(columns["team"])), "lo": min(times), "hi": max(times)}
+        where = (
+            f"FROM {self.events} WHERE team IN {{teams:Array(String)}} "
+            "AND ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}) AND fromUnixTimestamp64Milli({hi:Int64})"
+        )
+        limit = 2 * len(ids) + 1000  # reading a stored id costs about what sending one does
+        stored = self.client.query(f"SELECT toString(event_id) {where} LIMIT {limit}", parameters=span).result_rows
+        if len(stored) < limit:
+            return set(ids).intersection(row[0] for row in stored)
+        literal = ",".join(ids)
         result = self.client.query(
-            f"SELECT DISTINCT event_id FROM {self.events} WHERE team IN {{teams:Array(String)}} "
-            "AND ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}) AND fromUnixTimestamp64Milli({hi:Int64}) "
-            f"AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', '{ids}'))))",
-            parameters={"teams": sorted({row["team"] for row in rows}), "lo": min(times), "hi": max(times)},
-            settings={"max_query_size": len(ids) + 65536},
+            f"SELECT DISTINCT toString(event_id) {where} "
+            f"AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', '{literal}'))))",
+            parameters=span,
+            settings={"max_query_size": len(literal) + 65536},
         )
         return {row[0] for row in result.result_rows}
 
@@ -147,66 +173,98 @@ class AuditStore:
                 self._unsigned = None  # it did not land: nothing to sign
                 return
         created = datetime.now(UTC)
-        message = checkpoint_message(pending.seq, pending.hash, pending.rows, created)
+        message = checkpoint_message(pending.seq, pending.hash, pending.rows, created, self.chain)
+        signature = self.signer.sign(message)
         self.client.insert(
             self.checkpoints,
-            [[pending.seq, pending.hash, pending.rows, created, self.signer.public_key_id, self.signer.sign(message)]],
+            [[pending.seq, pending.hash, pending.rows, created, self.signer.public_key_id, signature, self.chain]],
             column_names=CHECKPOINT_NAMES,
             settings=_WRITE_THROUGH,
         )
         self._unsigned = None
 
     def verify(self, start: datetime | None = None, end: datetime | None = None) -> VerifyResult:
-        """Recompute the chain and check the checkpoints: all of it, or the stretch of seq holding [start, end).
+        """Recompute every chain and check its checkpoints: all of it, or the stretch of seq holding [start, end)."""
+        results = [(chain, self._verify_chain(chain, start, end)) for chain in self.chains()]
+        failed = [(chain, result) for chain, result in results if not result.ok]
+        rows, signed = sum(r.rows_checked for _, r in results), sum(r.checkpoints_checked for _, r in results)
+        if failed:
+            chain, first = failed[0]
+            problem = f"chain {chain!r}: {first.first_problem}" if chain else first.first_problem
+            return VerifyResult(False, rows, signed, problem, first.first_seq, first.last_seq, len(results))
+        last = results[-1][1] if len(results) == 1 else VerifyResult(True, 0, 0, None)
+        return VerifyResult(True, rows, signed, None, last.first_seq, last.last_seq, len(results))
+
+    def chains(self) -> list[str]:
+        """The chains in the store (rows or checkpoints), by name."""
+        result = self.client.query(
+            f"SELECT chain FROM {self.events} GROUP BY chain UNION DISTINCT "
+            f"SELECT chain FROM {self.checkpoints} GROUP BY chain"
+        )
+        return sorted({str(row[0]) for row in result.result_rows})
+
+    def _verify_chain(self, chain: str, start: datetime | None, end: datetime | None) -> VerifyResult:
+        """One chain, whole or the stretch holding [start, end).
 
         For a time range the stretch runs from the row before the first one in range (so that deleting the first
         is seen) to the checkpoint closing the last one, and the chain is taken on trust at its start.
         """
-        anchor: str | None = GENESIS
+        anchor: str | None = genesis(chain)
         if start is None and end is None:
             lo, hi = 1, None
         else:
-            bounds = self._range(start, end)
+            bounds = self._range(chain, start, end)
             if bounds is None:
                 return VerifyResult(True, 0, 0, None)
             lo, hi = bounds
-            anchor = GENESIS if lo == 1 else None
-        rows = self._pages(EVENTS, _ROW_COLUMNS, lo, hi, "seq, event_id")
-        checkpoints = (Checkpoint(*row) for row in self._pages(CHECKPOINTS, ", ".join(CHECKPOINT_NAMES), lo, hi, "seq"))
+            anchor = genesis(chain) if lo == 1 else None
+        rows = self._pages(EVENTS, _ROW_COLUMNS, chain, lo, hi, "seq, event_id")
+        columns = ", ".join(CHECKPOINT_NAMES)
+        checkpoints = (Checkpoint(*row) for row in self._pages(CHECKPOINTS, columns, chain, lo, hi, "seq"))
         return walk(rows, checkpoints, lo, anchor, self.keys, self._expired_before_ms())
 
-    def _range(self, start: datetime | None, end: datetime | None) -> tuple[int, int | None] | None:
+    def _range(self, chain: str, start: datetime | None, end: datetime | None) -> tuple[int, int | None] | None:
         where, parameters = _time_filter("ts", start, end)
+        where, parameters["chain"] = where + " AND chain = {chain:String}", chain
         found = self._one(f"SELECT count(), min(seq), max(seq) FROM {self.events} WHERE {where}", parameters)
         where, parameters = _time_filter("created", start, end)
+        where, parameters["chain"] = where + " AND chain = {chain:String}", chain
         signed = self._one(f"SELECT count(), min(seq), max(seq) FROM {self.checkpoints} WHERE {where}", parameters)
         spans = [(row[1], row[2]) for row in (found, signed) if row[0]]
         if not spans:
             return None
         lo, last = min(s[0] for s in spans), max(s[1] for s in spans)
         closing = self._one(
-            f"SELECT count(), min(seq) FROM {self.checkpoints} WHERE seq >= {{last:UInt64}}", {"last": last}
+            f"SELECT count(), min(seq) FROM {self.checkpoints} WHERE chain = {{chain:String}} "
+            "AND seq >= {last:UInt64}",
+            {"last": last, "chain": chain},
         )
         return max(lo - 1, 1), (closing[1] if closing[0] else None)
 
     def _one(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Any]:
         return self.client.query(sql, parameters=dict(parameters)).result_rows[0]
 
-    def _pages(self, table: str, columns: str, lo: int, hi: int | None, order: str) -> Iterator[Sequence[Any]]:
-        """Rows with lo <= seq <= hi in seq order, one query per PAGE_SEQS seqs.
+    def _pages(
+        self, table: str, columns: str, chain: str, lo: int, hi: int | None, order: str
+    ) -> Iterator[Sequence[Any]]:
+        """A chain's rows with lo <= seq <= hi in seq order, one query per PAGE_SEQS seqs.
 
         A page is read whole rather than streamed: rows and checkpoints are read in step, and neither chDB nor a
         server session takes a second query while a stream is open.
         """
-        at = lo
+        at, source, named = lo, f"{self.database}.{table}", {"chain": chain}
         while hi is None or at <= hi:
             top = at + PAGE_SEQS - 1 if hi is None else min(at + PAGE_SEQS - 1, hi)
-            sql = f"SELECT {columns} FROM {self.database}.{table} WHERE seq BETWEEN {at} AND {top} ORDER BY {order}"
-            page = self.client.query(sql).result_rows
+            page = self.client.query(
+                f"SELECT {columns} FROM {source} WHERE chain = {{chain:String}} AND seq BETWEEN {at} AND {top} "
+                f"ORDER BY {order}",
+                parameters=named,
+            ).result_rows
             yield from page
             if not page:  # skip an empty stretch (a gap, or the end)
                 after = self.client.query(
-                    f"SELECT seq FROM {self.database}.{table} WHERE seq > {top} ORDER BY seq LIMIT 1"
+                    f"SELECT seq FROM {source} WHERE chain = {{chain:String}} AND seq > {top} ORDER BY seq LIMIT 1",
+                    parameters=named,
                 ).result_rows
                 if not after:
                     return
@@ -232,6 +290,7 @@ class AuditStore:
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int = 100,
+        event_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """The newest events matching every filter given (model: requested or served), newest first."""
         where, parameters = _time_filter("ts", start, end)
@@ -242,12 +301,15 @@ class AuditStore:
         if model is not None:
             where += " AND (model_requested = {model:String} OR model_served = {model:String})"
             parameters["model"] = model
+        if event_id is not None:  # not a UUID: matches nothing
+            where += " AND event_id = toUUIDOrZero({event_id:String})"
+            parameters["event_id"] = event_id
         parameters["limit"] = max(int(limit), 0)
         return self._events(f"WHERE {where} ORDER BY ts DESC, seq DESC LIMIT {{limit:UInt64}}", parameters)
 
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         """The last n events written, oldest first."""
-        return self._events("ORDER BY seq DESC LIMIT {n:UInt64}", {"n": max(int(n), 0)})[::-1]
+        return self._events("ORDER BY ended DESC, seq DESC LIMIT {n:UInt64}", {"n": max(int(n), 0)})[::-1]
 
     def _events(self, clause: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
         result = self.client.query(f"SELECT {_ROW_COLUMNS} FROM {self.events} {clause}", parameters=dict(parameters))
@@ -286,6 +348,7 @@ def connect(
     database: str = "gateway",
     signer: Signer | None = None,
     public_keys: Iterable[bytes] = (),
+    chain: str = "",
     **client_options: Any,
 ) -> AuditStore:
     """An AuditStore on `http(s)://user:password@host:port` (a server) or `chdb:///path/to/dir` (embedded)."""
@@ -301,7 +364,7 @@ def connect(
                 "the embedded engine allows one process per data directory"
             ) from exc
         raise
-    return AuditStore(client, database, signer, public_keys)
+    return AuditStore(client, database, signer, public_keys, chain)
 
 
 def _chdb_lock_holder(dsn: str) -> str | None:

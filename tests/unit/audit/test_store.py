@@ -104,7 +104,7 @@ def mutate(audit: AuditStore, sql: str) -> None:
 
 def forged(audit: AuditStore, seq: int, prev_hash: str, **fields: Any) -> None:
     """A row written behind the store's back, with a correctly computed hash."""
-    row = {**rows.to_row(event(99, **fields)), "seq": seq, "prev_hash": prev_hash}
+    row = {**rows.to_row(event(99, **fields)), "seq": seq, "prev_hash": prev_hash, "chain": audit.chain}
     row["hash"] = row_hash(prev_hash, row)
     audit.client.insert(audit.events, [[row[name] for name in ALL_NAMES]], column_names=ALL_NAMES)
 
@@ -120,7 +120,7 @@ def test_migrations_are_applied_once_and_recorded_once(store: AuditStore) -> Non
 
 
 def test_a_fresh_database_gets_every_migration(engine: Any, databases: Iterator[str]) -> None:
-    assert schema.migrate(engine, next(databases)) == [1, 2]
+    assert schema.migrate(engine, next(databases)) == [1, 2, 3, 4]
 
 
 def test_changing_the_retention_modifies_the_ttl_of_both_tables(store: AuditStore) -> None:
@@ -340,7 +340,7 @@ def test_a_forged_checkpoint_is_reported(store: AuditStore, tmp_path: Path) -> N
     created = datetime.now(UTC)
 
     def checkpoint(key_id: str, signature: str, rows: int = 10) -> None:
-        row = [seq, head, rows, created, key_id, signature]
+        row = [seq, head, rows, created, key_id, signature, store.chain]
         store.client.insert(store.checkpoints, [row], column_names=CHECKPOINT_NAMES)
 
     checkpoint(intruder.public_key_id, intruder.sign(checkpoint_message(seq, head, 10, created)))
@@ -413,3 +413,41 @@ def test_events_are_inserted_as_fast_as_a_gateway_makes_them(store: AuditStore) 
     started = time.perf_counter()
     store.insert(batch)
     assert time.perf_counter() - started < 2.0  # about 0.15 s on one core: a generous bound for busy CI
+
+
+# one chain per shipper
+
+
+def test_replicas_sharing_a_database_each_write_their_own_chain(
+    engine: Any, databases: Iterator[str], tmp_path: Path
+) -> None:
+    database = next(databases)
+    keys = [Signer.load_or_create(tmp_path / f"{name}.key") for name in "ab"]
+    pems = [key.public_pem for key in keys]
+    first, second = (AuditStore(engine, database, key, pems, chain=name) for key, name in zip(keys, "ab", strict=True))
+    first.migrate()
+    for n in range(3):  # interleaved batches, as two replicas' shippers would write them
+        first.insert(events(4, first=10 * n))
+        second.insert(events(3, first=10 * n + 5))
+    assert [first.head()[0], second.head()[0]] == [12, 9]
+    result = AuditStore(engine, database, public_keys=pems).verify()
+    assert result.ok and result.rows_checked == 21 and result.checkpoints_checked == 6 and result.chains == 2
+    assert sorted(first.chains()) == ["a", "b"]
+
+
+def test_a_row_moved_to_another_chain_is_named(engine: Any, databases: Iterator[str], signer: Signer) -> None:
+    database = next(databases)
+    first, second = (AuditStore(engine, database, signer, chain=name) for name in "ab")
+    first.migrate()
+    first.insert(events(3))
+    second.insert(events(3, first=5))
+    mutate(first, "ALTER TABLE {table} UPDATE chain = 'b', seq = 4 WHERE chain = 'a' AND seq = 3")
+    result = AuditStore(engine, database, public_keys=[signer.public_pem]).verify()
+    assert not result.ok and result.first_problem is not None
+    assert result.first_problem.startswith("chain 'a': checkpoint at seq 3 names a row that is not there")
+
+
+def test_a_checkpoint_signed_for_one_chain_does_not_vouch_for_another() -> None:
+    created = datetime(2026, 11, 24, tzinfo=UTC)
+    assert checkpoint_message(5, "ab" * 32, 5, created, "a") != checkpoint_message(5, "ab" * 32, 5, created, "b")
+    assert checkpoint_message(5, "ab" * 32, 5, created) == checkpoint_message(5, "ab" * 32, 5, created, "")
