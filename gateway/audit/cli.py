@@ -4,10 +4,13 @@ ship    move spooled events into ClickHouse (what `gateway serve` runs as its ch
 verify  recompute the hash chain and check the signed checkpoints; exit 1 naming the first broken row
 tail    the last N events
 query   events by team, key, model, status and time range
+body    the decrypted body of one event (with `audit.bodies`; needs GATEWAY_MASTER_KEY)
+shred   destroy a team's body keys: every body stored for the team becomes unreadable
 """
 
 import argparse
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +47,14 @@ def add_commands(commands: Any) -> None:
     query.add_argument("--limit", type=int, default=100)
     query.add_argument("--json", action="store_true")
     query.set_defaults(run=_guarded(cmd_query))
+    body = audit.add_parser("body", help="the decrypted body of one event (needs GATEWAY_MASTER_KEY)")
+    body.add_argument("event_id")
+    body.add_argument("--config", required=True)
+    body.set_defaults(run=_guarded(cmd_body))
+    shred = audit.add_parser("shred", help="destroy a team's body keys: its stored bodies become unreadable")
+    shred.add_argument("--team", required=True)
+    shred.add_argument("--config", required=True)
+    shred.set_defaults(run=cmd_shred)
 
 
 def _moment(text: str) -> datetime:
@@ -97,7 +108,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     result = _store(settings).verify(args.start, args.end)
     if result.ok:
-        print(f"ok: {result.rows_checked} rows and {result.checkpoints_checked} signed checkpoints verified")
+        chains = f" in {result.chains} chains" if result.chains > 1 else ""
+        print(f"ok: {result.rows_checked} rows and {result.checkpoints_checked} signed checkpoints verified{chains}")
         return 0
     print(f"FAILED after {result.rows_checked} rows: {result.first_problem}")
     return 1
@@ -125,6 +137,55 @@ def cmd_query(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     _print(rows, args.json)
+    return 0
+
+
+def cmd_body(args: argparse.Namespace) -> int:
+    from gateway.audit import bodies, keyring
+
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    assert settings.audit is not None
+    try:
+        uuid.UUID(args.event_id)
+    except ValueError:
+        print(f"gateway audit body: {args.event_id!r} is not an event id (a UUID)", file=sys.stderr)
+        return 2
+    keys = keyring.Keyring(settings.near(settings.audit.body_keys), keyring.master_key())
+    rows = _store(settings).query(event_id=args.event_id, limit=1)
+    if not rows:
+        print(f"gateway audit body: no event {args.event_id}", file=sys.stderr)
+        return 1
+    row = rows[0]
+    try:
+        document = bodies.reveal(keys, row["body"], row["event_id"], row["team"])
+    except bodies.NoBody as exc:
+        print(f"gateway audit body: {exc}", file=sys.stderr)
+        return 1
+    except bodies.Unreadable as exc:
+        print(f"unreadable: {exc}", file=sys.stderr)
+        return 1
+    except keyring.KeyringError as exc:
+        print(f"gateway audit body: {exc}", file=sys.stderr)
+        return 2
+    shown = {"event_id": row["event_id"], "team": row["team"], **bodies.readable(document)}
+    print(codec.dumps_pretty(shown).decode())
+    return 0
+
+
+def cmd_shred(args: argparse.Namespace) -> int:
+    from gateway.audit import keyring
+
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    assert settings.audit is not None
+    destroyed = keyring.shred(settings.near(settings.audit.body_keys), args.team)
+    if destroyed:
+        print(f"destroyed {destroyed} key(s) of team {args.team!r}: its stored bodies are unreadable")
+    else:
+        print(f"destroyed 0 keys: team {args.team!r} has no body key (nothing of it is readable)")
     return 0
 
 

@@ -1,9 +1,10 @@
 """The audit event of one request, built from its RequestContext when the request ends, whatever the outcome.
 
 One flat JSON object per request (the columns are documented in gateway.audit.schema). It never holds a
-prompt, an answer or a key: the texts are represented by keyed hashes (HMAC-SHA256 under the installation's
-audit salt, so a short prompt cannot be recovered by hashing guesses), policy decisions by what matched (a
-term, a secret kind), never by the user's text.
+prompt, an answer or a key in the clear: the texts are represented by keyed hashes (HMAC-SHA256 under the
+installation's audit salt, so a short prompt cannot be recovered by hashing guesses), policy decisions by what
+matched (a term, a secret kind), never by the user's text. With `audit.bodies` the `body` column holds the
+redacted bodies encrypted under the team's key (gateway.audit.bodies), otherwise "".
 """
 
 import hashlib
@@ -13,11 +14,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import codec
 from gateway.pipeline import RequestContext
 from gateway.policy.engine import Decision
+
+if TYPE_CHECKING:
+    from gateway.audit.bodies import Bodies
 
 SALT_BYTES = 32
 
@@ -40,8 +44,8 @@ def load_or_create_salt(path: Path) -> bytes:
     return salt
 
 
-def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
-    """The audit event of a finished request (called once, by the Audit final stage)."""
+def build(ctx: RequestContext, salt: bytes, bodies: "Bodies | None" = None) -> dict[str, Any]:
+    """The audit event of a finished request (called once, by the Audit final stage); `bodies` seals its body."""
     principal, result, error = ctx.principal, ctx.result, ctx.error
     status = _status(ctx)
     answer = result.body if result is not None and isinstance(result.body, bytes) else b""
@@ -53,14 +57,15 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
         tokens_out = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
     ended = time.time()
     deployment = ctx.deployment
+    event_id, team = str(uuid.uuid4()), principal.team if principal else ""
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id,
         "ts": _iso(ctx.started_at),
         "ended": _iso(ended),
         "request_id": ctx.request_id,
         "key_id": principal.key_id if principal else "",
         "key_name": principal.name if principal else "",
-        "team": principal.team if principal else "",
+        "team": team,
         "end_user": str(ctx.body.get("user") or "")[:256],
         "route": ctx.endpoint,
         "model_requested": str(ctx.body.get("model") or "")[:256],
@@ -86,7 +91,7 @@ def build(ctx: RequestContext, salt: bytes) -> dict[str, Any]:
         "user_agent": ctx.headers.get("user-agent", "")[:512],
         "prompt_hash": _keyed_hash(salt, ctx.raw_body),
         "answer_hash": _keyed_hash(salt, answer) if answer else ctx.answer_digest,
-        "body": "",
+        "body": bodies.column(ctx, event_id, team) if bodies is not None else "",
     }
 
 

@@ -2,9 +2,12 @@
 
 AuditAdmission  first stage: with the spool over its disk budget and `on_spool_full: fail_closed`, refuse
                 the request (503 audit_unavailable) rather than serve it unrecorded
+KeepAnswer      with `audit.bodies`, right after Forward: keeps the upstream's answer as it came (a stream's
+                texts as they pass), before RestorePii puts the real values back
 Audit           final stage: runs once however the request ends (served, refused, failed, abandoned),
-                builds the event and appends it to the spool: a plain write, never an fsync, never a
-                network call; the spool's thread fsyncs in groups and the shipper process does the rest
+                builds the event (its body sealed, with `audit.bodies`) and appends it to the spool: a plain
+                write, never an fsync, never a network call; the spool's thread fsyncs in groups and the
+                shipper process does the rest
 """
 
 import hashlib
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from gateway import codec
 from gateway.audit import event
+from gateway.audit.bodies import Bodies, KeptAnswer, keep_stream
 from gateway.audit.spool import SpoolFull, SpoolWriter
 from gateway.errors import AuditUnavailable
 from gateway.pipeline import RequestContext
@@ -30,6 +34,21 @@ class AuditAdmission:
     async def __call__(self, ctx: RequestContext) -> None:
         if not self.fail_open and self.writer.full:
             raise AuditUnavailable("The audit trail cannot record requests right now (its spool is full).")
+
+
+class KeepAnswer:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        result = ctx.result
+        if result is None:
+            return
+        kept = ctx.kept_answer = KeptAnswer(self.max_bytes)
+        if isinstance(result.body, bytes):
+            kept.body = result.body
+        else:
+            result.body = keep_stream(ctx.endpoint, kept, result.body)
 
 
 class TapStream:
@@ -72,16 +91,17 @@ def _usage_of(chunk: bytes) -> dict[str, object] | None:
 
 
 class Audit:
-    def __init__(self, writer: SpoolWriter, salt: bytes) -> None:
+    def __init__(self, writer: SpoolWriter, salt: bytes, bodies: Bodies | None = None) -> None:
         self.writer = writer
         self.salt = salt
+        self.bodies = bodies
         self.lost = 0
 
     async def __call__(self, ctx: RequestContext) -> None:
         self.record(ctx)
 
     def record(self, ctx: RequestContext) -> None:
-        record = codec.dumps(event.build(ctx, self.salt))
+        record = codec.dumps(event.build(ctx, self.salt, self.bodies))
         try:
             self.writer.append(record)
         except SpoolFull:
