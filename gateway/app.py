@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -23,9 +24,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import secrets
 from gateway import settings as settings_module
 from gateway.audit import event as audit_event
+from gateway.audit.bodies import Bodies
+from gateway.audit.keyring import Keyring, master_key
 from gateway.audit.process import read_status
 from gateway.audit.spool import SpoolWriter
-from gateway.audit.stage import Audit, AuditAdmission, TapStream
+from gateway.audit.stage import Audit, AuditAdmission, KeepAnswer, TapStream
 from gateway.auth.keys import KeyStore
 from gateway.auth.stage import Authenticate, authenticate
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
@@ -43,11 +46,14 @@ from gateway.policy.loader import PolicyStore
 from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
 from gateway.routes import PROXIED, bearer, internal_error, routes
 from gateway.routing import ResolveModel
-from gateway.settings import AuditSettings, Settings
+from gateway.settings import AuditSettings, Settings, TelemetrySettings
 from gateway.upstream import health
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.router import Router
 from gateway.upstream.stage import Forward
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry
 
 log = logging.getLogger("gateway")
 KEYS_REFRESH_SECONDS = 1.0
@@ -74,6 +80,7 @@ class Gateway:
         self.spool: SpoolWriter | None = None
         self.audit: Audit | None = None
         self.tap: TapStream | None = None
+        self.keep: KeepAnswer | None = None  # the upstream's answer, for the stored bodies
         self.pii_salt = b""  # keys the `hash` action: the audit salt, or pii.salt beside gateway.yaml
         if settings.audit is not None:
             self._build_audit(settings, settings.audit)
@@ -85,15 +92,26 @@ class Gateway:
         # limits come from policies: without a policy directory there is nothing to count
         self.limits = Limits(settings.limits, self.alerts) if self.policies is not None else None
         self.conversations = self._conversations(settings) if self.pii is not None else None
-        self.metered = self.policies is not None or self.audit is not None
-        final: list[Stage] = [Settle(self.limits, self.pricing, self.audit is not None)] if self.metered else []
-        self.pipeline = Pipeline(stages=self.stages(), final_stages=final + ([self.audit] if self.audit else []))
+        self.telemetry = self._telemetry(settings.telemetry) if _telemetry_on(settings) else None
+        # usage and cost are worked out for the audit trail and telemetry too, not only for limits
+        counted = self.audit is not None or self.telemetry is not None
+        self.metered = self.policies is not None or counted
+        final: list[Stage] = [Settle(self.limits, self.pricing, counted)] if self.metered else []
+        final += [self.audit] if self.audit else []
+        if self.telemetry is not None:
+            self.pipeline = self.telemetry.pipeline(self.stages(), final)
+        else:
+            self.pipeline = Pipeline(stages=self.stages(), final_stages=final)
 
     def _build_audit(self, settings: Settings, audit: AuditSettings) -> None:
         self.spool_dir = settings.near(audit.spool_dir)
         self.spool = SpoolWriter(self.spool_dir, max_bytes=audit.max_spool_bytes, fsync_interval=audit.fsync_interval)
         salt = audit_event.load_or_create_salt(self.spool_dir / "audit.salt")
-        self.audit = Audit(self.spool, salt)
+        bodies = None
+        if audit.bodies:  # a missing master key stops the start, naming GATEWAY_MASTER_KEY
+            bodies = Bodies(Keyring(settings.near(audit.body_keys), master_key()), audit.max_body_bytes)
+            self.keep = KeepAnswer(audit.max_body_bytes)
+        self.audit = Audit(self.spool, salt, bodies)
         self.tap = TapStream(salt)
         self.pii_salt = salt
 
@@ -102,6 +120,14 @@ class Gateway:
         self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
         if not self.pii_salt:  # one salt for every worker and restart, so a hashed value keeps its tag
             self.pii_salt = audit_event.load_or_create_salt(settings.near("pii.salt"))
+
+    def _telemetry(self, settings: TelemetrySettings) -> "Telemetry":
+        from gateway.telemetry import Telemetry  # the OpenTelemetry SDK is imported only when telemetry is on
+        from gateway.telemetry.metrics import AuditNumbers
+
+        audit = AuditNumbers(self.spool, self.audit, self.spool_dir) if self.spool and self.audit else None
+        token = secrets.resolve(settings.prometheus_token, "telemetry.prometheus_token")
+        return Telemetry(settings, audit, token)
 
     def _conversations(self, settings: Settings) -> Conversations | None:
         """Conversation pseudonyms, kept where the limits are (Redis or the process), when a header names them."""
@@ -125,13 +151,15 @@ class Gateway:
         admission: list[Stage] = []
         if self.spool is not None and self.settings.audit is not None:
             admission = [AuditAdmission(self.spool, self.settings.audit.on_spool_full == "fail_open")]
+        attempts = self.telemetry.attempts if self.telemetry is not None else None
         return [
             *admission,
             Authenticate(self.keys),
             ParseBody(),
             self.models,
             *policy,
-            Forward(self.client, self.router, self.secrets, self.models.models),
+            Forward(self.client, self.router, self.secrets, self.models.models, attempts),
+            *([self.keep] if self.keep is not None else []),
             *([RestorePii()] if self.pii is not None else []),
             *output,
             *([self.tap] if self.tap is not None else []),
@@ -205,6 +233,8 @@ class Gateway:
             await self.client.close()
             if self.spool is not None:
                 self.spool.close()
+            if self.telemetry is not None:
+                await asyncio.to_thread(self.telemetry.close)  # the last spans and metrics go out
 
     async def _refresh_keys(self) -> None:
         while True:
@@ -216,6 +246,11 @@ class Gateway:
                 log.exception("keys file %s could not be read; keeping the previous keys", self.keys.path)
 
 
+def _telemetry_on(settings: Settings) -> bool:
+    telemetry = settings.telemetry
+    return telemetry.tracing or telemetry.metrics or telemetry.prometheus
+
+
 def _has_pii_rules(policies: PolicyStore) -> bool:
     return any(rule.kind == "pii" for item in policies.current.loaded for rule in item.policy.rules)
 
@@ -223,14 +258,17 @@ def _has_pii_rules(policies: PolicyStore) -> bool:
 def build_middleware_stack(settings: Settings, app: Starlette) -> ASGIApp:
     """The one place the stack is built, outermost first:
 
-    RequestId → RequestLimits → HotPath ─┬─ proxied POST routes (routes.Proxy)
-                                         └─ Starlette: errors → exceptions → router → the other routes
+    RequestId → [ServerSpans] → RequestLimits → HotPath ─┬─ proxied POST routes (routes.Proxy)
+                                                         └─ Starlette: errors → exceptions → router → the other routes
+    ServerSpans (gateway.telemetry) is there only with tracing on.
     """
     proxies = {route.path: route.app for route in app.routes if isinstance(route, Route) and route.path in PROXIED}
     gateway: Gateway = app.state.gateway
     on_refused = gateway.audit_refused if gateway.audit is not None else None
-    limits = RequestLimitsMiddleware(HotPath(app, proxies), limits=settings.server, on_refused=on_refused)
-    return RequestIdMiddleware(limits)
+    stack: ASGIApp = RequestLimitsMiddleware(HotPath(app, proxies), limits=settings.server, on_refused=on_refused)
+    if gateway.telemetry is not None:  # outside the limits, so refused requests are traced too
+        stack = gateway.telemetry.middleware(stack)
+    return RequestIdMiddleware(stack)
 
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:

@@ -1,5 +1,5 @@
 """The `gateway` command: serve · keys create|list|revoke · policy check|test|explain|schema ·
-audit ship|verify|tail|query · secrets keygen|encrypt|decrypt-check.
+audit ship|verify|tail|query · report compliance|verify · secrets keygen|encrypt|decrypt-check.
 
 Exit codes: 0 done, 1 the thing asked for does not exist, 2 bad usage or a broken configuration (the
 message names file, line and field).
@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from gateway import codec, secrets
 from gateway import settings as settings_module
 from gateway.audit import cli as audit_cli
+from gateway.audit import keyring as audit_keyring
 from gateway.auth import keys as keys_module
 from gateway.limits import cli as limits_cli
 from gateway.policy import cli as policy_cli
 from gateway.policy import loader as policy_loader
+from gateway.reports import cli as reports_cli
 from gateway.settings import SecretError, Settings
 from gateway.yamlconf import ConfigError
 
@@ -62,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     policy_cli.add_commands(commands)
     audit_cli.add_commands(commands)
     limits_cli.add_commands(commands)
+    reports_cli.add_commands(commands)
     secrets.add_commands(commands)
     return top
 
@@ -86,6 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             secrets.resolve(deployment.api_key, where)
     if settings.pii.conversation_header:
         secrets.load_master_key()  # conversation pseudonyms are stored encrypted under it
+    if settings.audit is not None and settings.audit.bodies:
+        audit_keyring.master_key()  # the team keys of the stored audit bodies are wrapped under it
     if settings.policy_dir is not None:
         policy_loader.load(settings.policy_dir)  # a broken policy directory stops the start, naming file and line
         if args.workers > 1 and settings.limits.redis_url is None:

@@ -17,6 +17,8 @@
       9 Audit          one event per request, appended to the spool (gateway.audit.stage)
 
 The PII stages (gateway.pii.stage) sit after CheckInput (Redact) and right after Forward (RestorePii).
+With `audit.bodies`, KeepAnswer (gateway.audit.stage) sits between Forward and RestorePii.
+With telemetry on, gateway.telemetry's ObservedPipeline runs the same lists, each stage in a span.
 A stage that does nothing is not in the list: the policy stages are there only when a policy directory is
 configured. Stages never see HTTP objects: routes build the context, the pipeline fills `ctx.result`,
 routes turn it into a response.
@@ -34,6 +36,7 @@ from gateway.errors import GatewayError, InternalError
 from gateway.settings import Deployment, ModelConfig
 
 if TYPE_CHECKING:
+    from gateway.audit.bodies import KeptAnswer
     from gateway.limits.prices import Usage
     from gateway.limits.service import Held
     from gateway.pii.vault import Vault
@@ -81,9 +84,11 @@ class RequestContext:
     cost_micro_usd: int = 0
     vault: "Vault | None" = None
     pii: list[dict[str, Any]] = field(default_factory=list)
+    kept_answer: "KeptAnswer | None" = None  # the upstream's answer before RestorePii (audit.bodies)
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False
+    telemetry: Any = None  # gateway.telemetry's RequestRecord, set only when telemetry is on
 
     @property
     def stream(self) -> bool:

@@ -4,6 +4,7 @@ POST /v1/chat/completions · /v1/completions · /v1/embeddings · /v1/responses 
 GET  /v1/models · /v1/models/{model}   the models this key may use
 GET  /v1/gateway/usage[?model=M]       this key's rate limits and budgets: used, remaining, reset
 GET  /healthz (process up) · /readyz (backends ready) · /openapi.json (what we serve)
+GET  /metrics                          Prometheus text format, with `telemetry.prometheus` (gateway.telemetry)
 """
 
 import logging
@@ -148,4 +149,5 @@ def routes(gateway: "Gateway") -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(gateway.telemetry.routes() if gateway.telemetry is not None else []),
     ]

@@ -4,6 +4,8 @@ shipper process when the audit trail is configured."""
 import contextlib
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -40,6 +42,19 @@ def _run(settings: Settings, workers: int, options: dict[str, object]) -> None:
         os.environ["GATEWAY_WORKERS"] = str(workers)  # the PII pool shares the cores out between workers
         os.environ["GATEWAY_CONFIG"] = settings.source
         os.environ["GATEWAY_HOST"], os.environ["GATEWAY_PORT"] = settings.listen.host, str(settings.listen.port)
-        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        with _shared_metrics(settings):
+            uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:
         uvicorn.run(build_app(settings), **options)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """Several workers, one /metrics: prometheus_client's multiprocess mode, in a directory new for this run
+    (gateway.telemetry.prometheus), so whichever worker answers a scrape adds up every worker's values."""
+    if not settings.telemetry.prometheus:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        yield

@@ -8,6 +8,8 @@ only when the gateway starts serving, so admin commands such as `gateway keys` n
 
 import logging
 import os
+import re
+import socket
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -230,6 +232,10 @@ class AuditSettings:
     max_spool_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     on_spool_full: Literal["fail_closed", "fail_open"] = "fail_closed"
     signing_key: str = "audit-signing.key"
+    # the hash chain this installation's shipper writes (default: the host name); replicas sharing a ClickHouse
+    # each need their own, and `trusted_keys` lists the other replicas' public keys (.pub files) for verify
+    chain_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = None
+    trusted_keys: tuple[str, ...] = ()
     bodies: bool = False
     body_keys: str = "audit-body-keys"
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
@@ -293,6 +299,37 @@ class PiiSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """OpenTelemetry traces and metrics (gateway.telemetry), all off by default; off costs nothing per request.
+    `otlp_endpoint`: the collector's OTLP/HTTP root (`/v1/traces`, `/v1/metrics` are added; also
+    OTEL_EXPORTER_OTLP_ENDPOINT). `prometheus`: serve GET /metrics on the main port, to scrapers sending
+    `prometheus_token` (a secret reference, as upstream keys) as a bearer token, or to anyone if `prometheus_public`."""
+
+    __pydantic_config__ = FORBID
+    tracing: bool = False
+    metrics: bool = False
+    prometheus: bool = False
+    otlp_endpoint: str = "http://localhost:4318"
+    service_name: str = "ai-governance-gateway"
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    metrics_interval: Annotated[float, Field(gt=0)] = 30.0  # seconds between two OTLP metric exports
+    traces_delay: Annotated[float, Field(gt=0)] = 2.0  # seconds a finished span may wait to be sent in a batch
+    prometheus_token: str | None = None
+    prometheus_public: bool = False
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str | None:
+        return _http_url(value)
+
+    @model_validator(mode="after")
+    def _scrapers_named(self) -> "TelemetrySettings":
+        if self.prometheus and not self.prometheus_token and not self.prometheus_public:
+            raise ValueError("prometheus: set prometheus_token (the scrapers' bearer token) or prometheus_public")
+        return self
+
+
+@dataclass(frozen=True)
 class Settings:
     __pydantic_config__ = FORBID
     models: tuple[ModelConfig, ...]
@@ -303,6 +340,7 @@ class Settings:
     audit: AuditSettings | None = None
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     pii: PiiSettings = field(default_factory=PiiSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     log_level: str = "info"
     source: str = ""
 
@@ -338,6 +376,25 @@ class Settings:
         return self.audit.clickhouse_url or f"chdb://{self.near('audit-db').resolve()}"
 
     @property
+    def audit_chain(self) -> str:
+        """The hash chain this installation writes: `audit.chain_id`, or the host name."""
+        chain = self.audit.chain_id if self.audit is not None else None
+        return chain or re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:64] or "gateway"
+
+    def audit_public_keys(self) -> list[bytes]:
+        """The public keys `gateway audit verify` trusts: this installation's own and `audit.trusted_keys`."""
+        if self.audit is None:
+            return []
+        own = self.near(self.audit.signing_key).with_suffix(".pub")
+        keys = [own.read_bytes()] if own.exists() else []
+        for path in map(self.near, self.audit.trusted_keys):
+            if path.exists():
+                keys.append(path.read_bytes())
+            else:
+                log.warning("audit.trusted_keys: %s does not exist; checkpoints signed by it will fail", path)
+        return keys
+
+    @property
     def policy_dir(self) -> Path | None:
         if self.policies is None:
             return None
@@ -352,6 +409,8 @@ ENV_OVERRIDES = {
     "GATEWAY_POLICY_DIR": ("policies", "dir", str),
     "GATEWAY_CLICKHOUSE_URL": ("audit", "clickhouse_url", str),
     "GATEWAY_REDIS_URL": ("limits", "redis_url", str),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("telemetry", "otlp_endpoint", str),
+    "OTEL_SERVICE_NAME": ("telemetry", "service_name", str),
 }
 
 

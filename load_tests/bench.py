@@ -88,11 +88,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--audit", action=argparse.BooleanOptionalAction, default=True, help="also run the gateway with its audit trail"
     )
     parser.add_argument(
+        "--shipper-core",
+        choices=("gateway", "load"),
+        default="gateway",
+        help="the audit shipper's core: the gateway's (it competes with the requests) or the load generator's",
+    )
+    parser.add_argument(
         "--limits",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run the gateway with rate limits and a budget on every request, counted in Redis (started here)",
     )
+    parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the gateway with tracing and metrics on, exported over OTLP to a loopback sink that discards",
+    )
+    parser.add_argument("--tracing-sample", type=float, default=1.0, help="telemetry.sample_ratio of that run")
     parser.add_argument(
         "--stream-requests", type=int, default=200, help="streaming requests per measurement, 0 to skip"
     )
@@ -287,11 +300,24 @@ def start_redis(run: Run) -> str:
     return server.url
 
 
+def start_otlp_sink(run: Run) -> str:
+    """An OTLP/HTTP sink that discards what it gets, on the load core (load_tests.otlp_sink)."""
+    argv = python_module("load_tests.otlp_sink", "--host", "127.0.0.1", "--port", "{port}")
+    return start_server(run, "otlp sink", argv, LOAD_CORE, "/health").url
+
+
 def bench_gateway(
-    run: Run, mock: procs.Server, deployments: int = 1, policies: str = "", audit: bool = False, redis: str = ""
+    run: Run,
+    mock: procs.Server,
+    deployments: int = 1,
+    policies: str = "",
+    audit: bool = False,
+    redis: str = "",
+    otlp: str = "",
 ) -> None:
     port = procs.free_port()
     suffix = ("-policies" if policies else "") + ("-audit" if audit else "") + ("-limits" if redis else "")
+    suffix += "-telemetry" if otlp else ""
     config = run.work / f"gateway-{deployments}{suffix}.yaml"
     text = (
         GATEWAY_YAML.format(port=port, mock_url=mock.url)
@@ -316,6 +342,10 @@ def bench_gateway(
         )
         text += f"policies: {{dir: {limits_dir}}}\nlimits: {{redis_url: '{redis}'}}\n"
         target, client = "gateway + limits", "redis"
+    if otlp:
+        sampled = run.args.tracing_sample
+        text += f"telemetry: {{tracing: true, metrics: true, otlp_endpoint: '{otlp}', sample_ratio: {sampled}}}\n"
+        target, client = "gateway + telemetry", f"otlp, sampled {sampled:g}"
     config.write_text(text)
     key = gateway_key(config, run.work)
     fields = {"python": sys.executable, "config": str(config), "port": str(port)}
@@ -331,6 +361,8 @@ def bench_gateway(
     run.servers.append(server)
     procs.wait_ready(server, "/healthz", timeout=120)
     print(f"{server.name} pid {server.pid} at {server.url} (core {SERVER_CORE})", flush=True)
+    if audit:
+        place_shipper(run, server.pid)
     check_gateway(run, server.url, key)
     try:
         load(run, target, client, server, f"Bearer {key}")
@@ -339,6 +371,17 @@ def bench_gateway(
         server.note_rss("after load")
     finally:
         procs.stop(server)
+
+
+def place_shipper(run: Run, gateway_pid: int) -> None:
+    """The audit shipper inherits the gateway's core; `--shipper-core load` moves it to the load generator's."""
+    import psutil
+
+    shippers = [c for c in psutil.Process(gateway_pid).children() if "ship" in " ".join(c.cmdline())]
+    core = LOAD_CORE if run.args.shipper_core == "load" else SERVER_CORE
+    for shipper in shippers:
+        os.sched_setaffinity(shipper.pid, {core})
+    run.notes.append(f"audit shipper (pid {[s.pid for s in shippers]}) on core {core} ({run.args.shipper_core})")
 
 
 def check_gateway(run: Run, url: str, key: str) -> None:
@@ -369,6 +412,8 @@ def execute(run: Run) -> None:
                 bench_gateway(run, mock, audit=True)
             if run.args.limits:
                 bench_gateway(run, mock, redis=start_redis(run))
+            if run.args.tracing:
+                bench_gateway(run, mock, otlp=start_otlp_sink(run))
             if run.args.routed_deployments > 1:
                 bench_gateway(run, mock, run.args.routed_deployments)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -11,8 +11,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from gateway import codec
+from gateway.auth.keys import Principal
 from gateway.limits.service import Alert
 from gateway.pipeline import RequestContext
 from gateway.policy.engine import Decision
@@ -92,8 +94,20 @@ class Alerts:
 
 def _event(alert: Alert, body: dict[str, Any]) -> RequestContext:
     """The audit trail's record of the threshold: an event of route `gateway/budget_threshold`."""
-    ctx = RequestContext(f"alert-{uuid.uuid4().hex[:16]}", "gateway/budget_threshold", {}, b"", {}, None)
+    scope = _scope_values(str(body["scope"]))
+    model = {"model": scope["model"]} if "model" in scope else {}
+    ctx = RequestContext(f"alert-{uuid.uuid4().hex[:16]}", "gateway/budget_threshold", model, b"", {}, None)
+    # the budget's scope is who the row is about: its team, key and model columns filter as any request's
+    ctx.principal = Principal(scope.get("key", ""), scope.get("team", ""), "", None)
     ref = alert.planned.ref
     detail = f"{body['threshold_percent']}% of {body['limit_usd']} USD {body['period']} {body['scope']}"
     ctx.decisions.append(Decision(ref.policy, "", ref.rule, "budget", "warn", "output", detail, 0))
     return ctx
+
+
+def _scope_values(scope: str) -> dict[str, str]:
+    """`team=finance,key=k1` (values URL-quoted, see gateway.limits.plan) → {"team": "finance", "key": "k1"}."""
+    if scope == "all":
+        return {}
+    pairs = (part.split("=", 1) for part in scope.split(",") if "=" in part)
+    return {name: unquote(value) for name, value in pairs}

@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from gateway import codec
 from gateway.errors import GatewayError, InvalidRequest, NoDeploymentAvailable, UpstreamTimeout, UpstreamUnreachable
@@ -25,6 +26,9 @@ from gateway.upstream import degraded, openai_wire
 from gateway.upstream.adapters import Call, adapters
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.upstream.router import Router
+
+if TYPE_CHECKING:
+    from gateway.telemetry.upstream import Attempts
 
 RETRIED_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 Outcome = Result | GatewayError
@@ -37,12 +41,14 @@ class Forward:
         router: Router,
         secrets: Mapping[Deployment, str | None],
         models: Mapping[str, ModelConfig],
+        attempts: "Attempts | None" = None,
     ) -> None:
         self.client = client
         self.router = router
         self.secrets = secrets
         self.models = models
         self.adapters = adapters()
+        self.attempts = attempts  # telemetry: a span per attempt, its trace headers on the request (or None)
 
     async def __call__(self, ctx: RequestContext) -> None:
         assert ctx.model is not None
@@ -84,7 +90,10 @@ class Forward:
                     break
                 await asyncio.sleep(delay)
             try:
-                outcome = await self._attempt(ctx, model, deployment)
+                if self.attempts is None:
+                    outcome = await self._attempt(ctx, model, deployment)
+                else:
+                    outcome = await self.attempts.run(ctx, model, deployment, self._attempt)
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
                 outcome, retry_after = exc, None
                 continue
@@ -99,6 +108,8 @@ class Forward:
         adapter = self.adapters[deployment.provider]
         call = Call(ctx.endpoint, ctx.body, ctx.raw_body, ctx.request_id, ctx.headers)
         request = adapter.build_request(deployment, secret, call)
+        if self.attempts is not None:
+            self.attempts.inject(ctx, request.headers)  # W3C traceparent of this attempt's span, nothing else
         ctx.attempts += 1
         ctx.deployment = deployment
         started = time.perf_counter()

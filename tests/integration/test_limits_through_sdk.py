@@ -23,7 +23,6 @@ from tests.servers import UPSTREAM_SECRET, Mock, Process, free_port, gateway_com
 # mock-model: 2 USD per 1M output tokens = 2 micro-USD per token; input is free, so a request capped at
 # max_tokens=5 reserves exactly what it costs (the mock's answers are longer than 5 tokens): 10 micro-USD.
 GATEWAY_YAML = """\
-audit: false  # this module does not test the audit trail (on by default)
 models:
   - name: mock-model
     provider: openai_compatible
@@ -231,6 +230,7 @@ def test_a_soft_threshold_is_reported_once_to_the_webhook(limited: LimitsGateway
     assert [d for d in details if d.endswith("team=alerting")] == [
         "50% of 0.000100 USD " + alert["period"] + " team=alerting"
     ]
+    assert [e["team"] for e in recorded if e["decisions"][0]["detail"].endswith("team=alerting")] == ["alerting"]
 
 
 def test_audit_events_carry_tokens_cost_and_the_refusing_rule(limited: LimitsGateway, upstream: Mock) -> None:
