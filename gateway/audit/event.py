@@ -7,7 +7,6 @@ matched (a term, a secret kind), never by the user's text. With `audit.bodies` t
 redacted bodies encrypted under the team's key (gateway.audit.bodies), otherwise "".
 """
 
-import hashlib
 import hmac
 import os
 import time
@@ -127,7 +126,7 @@ def _usage(answer: bytes) -> dict[str, Any]:
 
 
 def _keyed_hash(salt: bytes, data: bytes) -> str:
-    return hmac.new(salt, data, hashlib.sha256).hexdigest()
+    return hmac.digest(salt, data, "sha256").hex()
 
 
 def _iso(moment: float) -> str:
