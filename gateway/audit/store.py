@@ -94,8 +94,11 @@ class AuditStore:
     def insert(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Chain and store the events not stored yet, sign the batch; the number of rows inserted."""
         self._sign_pending()
-        columns = self._new_rows(events)
+        batch = rows.to_columns(events)
+        columns = self._new_rows(batch)
         count = len(columns["event_id"])
+        if count < len(batch["event_id"]):  # some were stored before: a replay, perhaps of an unsigned batch
+            self._sign_replayed(batch)
         if not count:
             return 0
         seq, prev = self._head or self.head()
@@ -114,9 +117,8 @@ class AuditStore:
         self._sign_pending()
         return count
 
-    def _new_rows(self, events: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-        """The events as columns, without repeats in the batch and without the ones already stored."""
-        columns = rows.to_columns(events)
+    def _new_rows(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The batch's columns without repeats and without the events already stored."""
         ids = columns["event_id"]
         if not ids:
             return columns
@@ -158,6 +160,35 @@ class AuditStore:
             settings={"max_query_size": len(literal) + 65536},
         )
         return {row[0] for row in result.result_rows}
+
+    def _sign_replayed(self, batch: Mapping[str, list[Any]]) -> None:
+        """Sign the chain's unsigned tail left by a shipper killed between a batch's insert and its checkpoint,
+        when that batch is replayed from the spool: only if the tail is exactly events of this batch, stored
+        with the hashes they chain to from the last checkpoint. The spool vouches for them; rows added to the
+        table by anyone else stay unsigned, and verify names them."""
+        if self.signer is None:
+            return
+        named = {"chain": self.chain}
+        seq, head_hash = self.head()
+        last, last_hash = self._one(
+            f"SELECT max(seq), argMax(hash, seq) FROM {self.checkpoints} WHERE chain = {{chain:String}}", named
+        )
+        last, start = int(last or 0), str(last_hash) if last else genesis(self.chain)
+        if seq <= last:
+            return
+        tail = self.client.query(
+            f"SELECT seq, prev_hash, hash, toString(event_id) FROM {self.events} "
+            f"WHERE chain = {{chain:String}} AND seq > {last} ORDER BY seq",
+            parameters=named,
+        ).result_rows
+        at = {event_id: index for index, event_id in enumerate(batch["event_id"])}
+        if len(tail) != seq - last or tail[0][1] != start or any(row[3] not in at for row in tail):
+            return
+        picked = [[values[at[row[3]]] for row in tail] for values in batch.values()]
+        if hash_rows(start, picked) != [row[2] for row in tail]:
+            return
+        self._head, self._unsigned = (seq, head_hash), _Pending(seq, head_hash, len(tail))
+        self._sign_pending()
 
     def _sign_pending(self) -> None:
         """Sign the last batch sent; after a failed insert, only if it did land (the head is exactly its end)."""

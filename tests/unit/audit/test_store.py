@@ -451,3 +451,43 @@ def test_a_checkpoint_signed_for_one_chain_does_not_vouch_for_another() -> None:
     created = datetime(2026, 11, 24, tzinfo=UTC)
     assert checkpoint_message(5, "ab" * 32, 5, created, "a") != checkpoint_message(5, "ab" * 32, 5, created, "b")
     assert checkpoint_message(5, "ab" * 32, 5, created) == checkpoint_message(5, "ab" * 32, 5, created, "")
+
+
+# a shipper killed between a batch's insert and its checkpoint
+
+
+def test_a_batch_replayed_after_a_crash_before_its_checkpoint_gets_signed(
+    engine: Any, databases: Iterator[str], signer: Signer
+) -> None:
+    database = next(databases)
+    store = AuditStore(engine, database, signer, chain="a")
+    store.migrate()
+    store.insert(events(4))
+    batch = events(3, first=10)
+    store.insert(batch)
+    seq, _ = store.head()
+    engine.command(  # the shipper was killed after the insert, before this checkpoint landed
+        f"ALTER TABLE {database}.audit_checkpoints DELETE WHERE seq = {seq}", settings={"mutations_sync": 2}
+    )
+    assert "not covered by any signed checkpoint" in str(store.verify().first_problem)
+    restarted = AuditStore(engine, database, signer, chain="a")
+    assert restarted.insert(batch) == 0  # the spool's replay of that batch inserts nothing, and signs it
+    result = restarted.verify()
+    assert result.ok and result.rows_checked == 7 and result.checkpoints_checked == 2
+
+
+def test_a_row_added_behind_the_stores_back_is_not_signed_by_a_replay(
+    engine: Any, databases: Iterator[str], signer: Signer
+) -> None:
+    database = next(databases)
+    store = AuditStore(engine, database, signer, chain="a")
+    store.migrate()
+    batch = events(3)
+    store.insert(batch)
+    engine.command(f"TRUNCATE TABLE {database}.audit_checkpoints")  # killed before its checkpoint
+    seq, head = store.head()
+    forged(store, seq + 1, head)  # and someone appends a row of their own meanwhile
+    restarted = AuditStore(engine, database, signer, chain="a")
+    assert restarted.insert(batch) == 0
+    result = restarted.verify()
+    assert not result.ok and "not covered by any signed checkpoint" in str(result.first_problem)
