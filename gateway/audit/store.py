@@ -30,17 +30,16 @@ from gateway.audit.chain import (
     epoch_ms,
     genesis,
     hash_rows,
-    iso_ms,
     public_key_id,
     walk,
 )
-from gateway.audit.schema import CHECKPOINT_NAMES, CHECKPOINTS, EVENT_NAMES, EVENTS
+from gateway.audit.queries import ROW_COLUMNS, OperatorQueries, time_filter
+from gateway.audit.schema import CHECKPOINT_NAMES, CHECKPOINTS, EVENTS
 
 __all__ = ["AuditStore", "StoreLocked", "VerifyResult", "connect"]
 
 PAGE_SEQS = 20_000  # rows per verification page (plus the rows of a repeated seq)
 EXPIRY_SLACK = timedelta(days=1)  # how much younger than the retention horizon a row after a gap may be
-_ROW_COLUMNS = ", ".join(("seq", "prev_hash", "hash", *EVENT_NAMES))
 # a Distributed table (cluster) queues inserts by default: the head read after a restart could miss them
 _WRITE_THROUGH = {"distributed_foreground_insert": 1}
 
@@ -56,7 +55,7 @@ class _Pending:
     rows: int
 
 
-class AuditStore:
+class AuditStore(OperatorQueries):
     def __init__(
         self,
         client: Any,
@@ -249,16 +248,16 @@ class AuditStore:
                 return VerifyResult(True, 0, 0, None)
             lo, hi = bounds
             anchor = genesis(chain) if lo == 1 else None
-        rows = self._pages(EVENTS, _ROW_COLUMNS, chain, lo, hi, "seq, event_id")
+        rows = self._pages(EVENTS, ROW_COLUMNS, chain, lo, hi, "seq, event_id")
         columns = ", ".join(CHECKPOINT_NAMES)
         checkpoints = (Checkpoint(*row) for row in self._pages(CHECKPOINTS, columns, chain, lo, hi, "seq"))
         return walk(rows, checkpoints, lo, anchor, self.keys, self._expired_before_ms())
 
     def _range(self, chain: str, start: datetime | None, end: datetime | None) -> tuple[int, int | None] | None:
-        where, parameters = _time_filter("ts", start, end)
+        where, parameters = time_filter("ts", start, end)
         where, parameters["chain"] = where + " AND chain = {chain:String}", chain
         found = self._one(f"SELECT count(), min(seq), max(seq) FROM {self.events} WHERE {where}", parameters)
-        where, parameters = _time_filter("created", start, end)
+        where, parameters = time_filter("created", start, end)
         where, parameters["chain"] = where + " AND chain = {chain:String}", chain
         signed = self._one(f"SELECT count(), min(seq), max(seq) FROM {self.checkpoints} WHERE {where}", parameters)
         spans = [(row[1], row[2]) for row in (found, signed) if row[0]]
@@ -311,67 +310,6 @@ class AuditStore:
         if days is None:
             return 0
         return epoch_ms(datetime.now(UTC) - timedelta(days=days) + EXPIRY_SLACK)
-
-    def query(
-        self,
-        team: str | None = None,
-        key_id: str | None = None,
-        model: str | None = None,
-        status: int | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int = 100,
-        event_id: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The newest events matching every filter given (model: requested or served), newest first."""
-        where, parameters = _time_filter("ts", start, end)
-        for column, value in (("team", team), ("key_id", key_id), ("status", status)):
-            if value is not None:
-                where += f" AND {column} = {{{column}:{'UInt16' if column == 'status' else 'String'}}}"
-                parameters[column] = value
-        if model is not None:
-            where += " AND (model_requested = {model:String} OR model_served = {model:String})"
-            parameters["model"] = model
-        if event_id is not None:  # not a UUID: matches nothing
-            where += " AND event_id = toUUIDOrZero({event_id:String})"
-            parameters["event_id"] = event_id
-        parameters["limit"] = max(int(limit), 0)
-        return self._events(f"WHERE {where} ORDER BY ts DESC, seq DESC LIMIT {{limit:UInt64}}", parameters)
-
-    def tail(self, n: int = 20) -> list[dict[str, Any]]:
-        """The last n events written, oldest first."""
-        return self._events("ORDER BY ended DESC, seq DESC LIMIT {n:UInt64}", {"n": max(int(n), 0)})[::-1]
-
-    def _events(self, clause: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        result = self.client.query(f"SELECT {_ROW_COLUMNS} FROM {self.events} {clause}", parameters=dict(parameters))
-        return [_to_event(row) for row in result.result_rows]
-
-
-def _time_filter(column: str, start: datetime | None, end: datetime | None) -> tuple[str, dict[str, Any]]:
-    """`start <= column < end` as SQL with parameters (either may be None; naive datetimes are UTC)."""
-    where, parameters = "1", {}
-    if start is not None:
-        where += f" AND {column} >= fromUnixTimestamp64Milli({{start:Int64}})"
-        parameters["start"] = epoch_ms(start)
-    if end is not None:
-        where += f" AND {column} < fromUnixTimestamp64Milli({{end:Int64}})"
-        parameters["end"] = epoch_ms(end)
-    return where, parameters
-
-
-def _to_event(row: Sequence[Any]) -> dict[str, Any]:
-    """A row read back → the event dict it was made from (times in ISO UTC), plus seq and hash."""
-    event = dict(zip(EVENT_NAMES, row[3:], strict=True))
-    event["event_id"] = str(event["event_id"])
-    event["ts"], event["ended"] = iso_ms(epoch_ms(event["ts"])), iso_ms(epoch_ms(event["ended"]))
-    event["decisions"] = [_item(d, schema.DECISION_FIELDS) for d in event["decisions"]]
-    event["pii"] = [_item(p, schema.PII_FIELDS) for p in event["pii"]]
-    event["seq"], event["hash"] = row[0], row[2]
-    return event
-
-
-def _item(value: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else dict(zip(fields, value, strict=True))
 
 
 def connect(
