@@ -84,18 +84,9 @@ class KeptAnswer:
 
     def take(self, endpoint: str, events: list[bytes]) -> None:
         """Keep the text deltas of these SSE events."""
-        for raw in events:
-            data = sse.event_data(raw)
-            if not data or data == sse.DONE:
-                continue
-            try:
-                event = codec.loads(data)
-            except codec.JSONDecodeError:
-                continue
-            for key, slot in texts.stream_slots(endpoint, event):
-                text = slot.get()
-                self.texts.setdefault(key, []).append(text)
-                self.size += len(text)
+        for key, text in texts.sse_texts(endpoint, events):
+            self.texts.setdefault(key, []).append(text)
+            self.size += len(text)
             if self.size > self.limit:
                 self.full = True
                 return

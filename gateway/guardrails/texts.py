@@ -21,8 +21,11 @@ returned by `stream_ends` is a key, a key prefix ("0" ends every key of choice o
 `endpoint` is one of "chat/completions", "completions", "embeddings", "responses".
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, cast
+
+from gateway import codec
+from gateway.guardrails import sse
 
 EVERY_KEY = "*"
 
@@ -386,3 +389,17 @@ def _clear(containers: list[dict[str, Any]], empty: list[Any] | None) -> bool:
             container["logprobs"] = None if empty is None else []
             cleared = True
     return cleared
+
+
+def sse_texts(endpoint: str, events: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+    """The (stream key, text delta) pairs of raw SSE events, skipping [DONE] and events that are not JSON."""
+    for raw in events:
+        data = sse.event_data(raw)
+        if not data or data == sse.DONE:
+            continue
+        try:
+            event = codec.loads(data)
+        except codec.JSONDecodeError:
+            continue
+        for key, slot in stream_slots(endpoint, event):
+            yield key, slot.get()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway import codec
-from gateway.guardrails import sse, texts, tokens
+from gateway.guardrails import texts, tokens
 from gateway.limits.prices import Price, PriceTable, load_table, max_cost, usd_to_micro
 from gateway.settings import Deployment, ModelConfig, PriceSetting, Settings
 
@@ -98,16 +98,7 @@ def prompt_tokens(endpoint: str, body: dict[str, Any], model: ModelConfig) -> in
 
 def produced_tokens(endpoint: str, events: Iterable[bytes], model: ModelConfig) -> int:
     """The tokens of the answer text in the SSE `events` a client received (for a stream it abandoned)."""
-    strings: list[str] = []
-    for raw in events:
-        data = sse.event_data(raw)
-        if not data or data == sse.DONE:
-            continue
-        try:
-            event = codec.loads(data)
-        except codec.JSONDecodeError:
-            continue
-        strings += [slot.get() for _, slot in texts.stream_slots(endpoint, event)]
+    strings = [text for _, text in texts.sse_texts(endpoint, events)]
     return tokens.count(strings, tokenizer_of(model)) if strings else 0
 
 
