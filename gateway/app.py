@@ -160,7 +160,7 @@ class Gateway:
             *policy,
             Forward(self.client, self.router, self.secrets, self.models.models, attempts),
             *([self.keep] if self.keep is not None else []),
-            *([RestorePii()] if self.pii is not None else []),
+            *([RestorePii(self.pii, self.pii_salt, self.settings.pii.output_window)] if self.pii is not None else []),
             *output,
             *([self.tap] if self.tap is not None else []),
         ]

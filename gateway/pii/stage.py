@@ -4,9 +4,10 @@
                 content parts, tool-call arguments and tool results, prompts, embedding inputs, Responses
                 inputs) goes through the pre-filter, and the candidates through Presidio in the process pool;
                 each entity found is masked, pseudonymised or hashed, or blocks the request (400)
-    RestorePii  right after the upstream answered: pseudonyms in the answer are put back to the real values,
-                in JSON answers at once and in streams chunk by chunk (a placeholder split across chunks is
-                held back, never more than a placeholder's length)
+    RestorePii  right after the upstream answered: with `output: mask`, values the model produced are masked
+                (gateway.pii.output); pseudonyms in the answer are put back to the real values, in JSON
+                answers at once and in streams chunk by chunk (a placeholder split across chunks is held
+                back, never more than a placeholder's length)
 
 Rules merge as a conjunction: an entity named by several rules gets the strictest action (block > mask >
 hash > pseudonymise). The analyzer failing or timing out refuses the request (503 pii_unavailable) unless
@@ -16,12 +17,14 @@ gets entity types, counts and actions (ctx.pii), never a value.
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 
 from gateway import codec
 from gateway.errors import PiiUnavailable, PolicyViolation
 from gateway.guardrails import texts
 from gateway.pii.conversations import Conversations
 from gateway.pii.engine import NER_ENTITIES, PiiEngine, PiiUnavailableError, might_contain
+from gateway.pii.output import OutputMasker, mask_answer
 from gateway.pii.restore import StreamRestorer, restore_json
 from gateway.pii.vault import Action, Vault, redact
 from gateway.pipeline import RequestContext
@@ -129,11 +132,81 @@ def _record(ctx: RequestContext, revision: str, policy: str, rule: str, action: 
 
 
 class RestorePii:
+    """Right after Forward: values the model produced masked (rules with `output: mask`), then the request's
+    pseudonyms restored, in a JSON answer at once or in a stream as it flows."""
+
+    def __init__(self, engine: PiiEngine, salt: bytes, window: int) -> None:
+        self.engine = engine
+        self.salt = salt
+        self.window = window
+
     async def __call__(self, ctx: RequestContext) -> None:
-        vault, result = ctx.vault, ctx.result
-        if vault is None or not vault.originals or result is None or result.status != 200:
+        result = ctx.result
+        if result is None or result.status != 200:
+            return
+        masker = OutputMasker.of(ctx.policy, self.engine, self.salt, self.window)
+        vault = ctx.vault if ctx.vault is not None else Vault()
+        if masker is None and not vault.originals:
             return
         if isinstance(result.body, bytes):
-            result.body = restore_json(ctx.endpoint, result.body, vault)
+            body = result.body
+            if masker is not None:
+                try:
+                    body = await mask_answer(ctx.endpoint, body, masker)
+                except PiiUnavailableError as exc:
+                    _unchecked(ctx, exc)
+                    if not masker.fail_open:
+                        raise PiiUnavailable(_UNCHECKED) from exc
+                _masked(ctx, masker)
+            result.body = restore_json(ctx.endpoint, body, vault)
         else:
-            result.body = StreamRestorer(ctx.endpoint, vault).run(result.body)
+            result.body = _streamed(ctx, StreamRestorer(ctx.endpoint, vault, masker, _refusal(ctx)), result.body)
+
+
+_UNCHECKED = "Personal data in the answer could not be checked right now; the answer was withheld."
+
+
+async def _streamed(
+    ctx: RequestContext, restorer: StreamRestorer, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    masker, stream = restorer.masker, restorer.run(chunks)
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        if restorer.unchecked is not None:
+            _unchecked(ctx, restorer.unchecked)
+        if masker is not None:
+            _masked(ctx, masker)
+
+
+def _refusal(ctx: RequestContext) -> Callable[[PiiUnavailableError], bytes]:
+    def refused(exc: PiiUnavailableError) -> bytes:
+        _unchecked(ctx, exc)
+        ctx.error = PiiUnavailable(_UNCHECKED)
+        return b"data: " + ctx.error.render() + b"\n\n"
+
+    return refused
+
+
+def _masked(ctx: RequestContext, masker: OutputMasker) -> None:
+    """The values masked in the answer: into the audit event's pii column and the decisions."""
+    items = masker.audit_items()
+    if not items or ctx.policy is None:
+        return
+    ctx.pii.extend(items)
+    ref = ctx.policy.pii[0][0]
+    for item in items:
+        detail = f"{item['entity']} x{item['count']} {item['action']}"
+        ctx.decisions.append(Decision(ref.policy, ctx.policy.revision, ref.rule, "pii", "redact", "output", detail, 0))
+
+
+def _unchecked(ctx: RequestContext, exc: PiiUnavailableError) -> None:
+    if ctx.policy is not None:
+        ref = ctx.policy.pii[0][0]
+        detail = f"answer not checked: {exc}"[:200]
+        ctx.decisions.append(Decision(ref.policy, ctx.policy.revision, ref.rule, "pii", "shadow", "output", detail, 0))

@@ -259,13 +259,17 @@ def _pii_entity(value: str) -> str:
 class PiiRule(RuleBase):
     """Personal data in what a model receives, found by Presidio: each entity is masked (`<EMAIL_ADDRESS>`),
     pseudonymised (`<EMAIL_ADDRESS_1>` upstream, restored in the answer the client sees), hashed, or blocks
-    the request. `on_error`: when the analyzer fails or times out, fail_closed refuses (503), fail_open
-    passes the text unchanged and records it. `action: shadow` (or a shadow policy) only records."""
+    the request. `output`: `restore` (the default) only puts pseudonyms back in the answer; `mask` also
+    finds these entities in the text the model produced itself and masks them (hash entities are hashed)
+    before the client sees it, in JSON answers and streams. `on_error`: when the analyzer fails or times
+    out, fail_closed refuses (503), fail_open passes the text unchanged and records it. `action: shadow`
+    (or a shadow policy) only records, and does not scan answers."""
 
     kind: Literal["pii"]
     action: Action = "redact"
     entities: dict[Annotated[str, AfterValidator(_pii_entity)], PiiAction]
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35  # Presidio's phone numbers score 0.4
+    output: Literal["restore", "mask"] = "restore"
     on_error: OnBackendDown = "fail_closed"
 
     def can_redact(self) -> bool:
