@@ -117,7 +117,7 @@ class Gateway:
 
     def _build_pii(self, settings: Settings) -> None:
         processes = settings.pii.processes or default_processes()
-        self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout)
+        self.pii = PiiEngine(settings.pii.spacy_model, processes, settings.pii.timeout, settings.pii.cache_entries)
         if not self.pii_salt:  # one salt for every worker and restart, so a hashed value keeps its tag
             self.pii_salt = audit_event.load_or_create_salt(settings.near("pii.salt"))
 

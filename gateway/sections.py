@@ -122,6 +122,8 @@ class PiiSettings:
     conversation_ttl: Annotated[int, Field(ge=60)] = 86400
     # characters of each streamed text held back while a rule masks values in answers (`output: mask`)
     output_window: Annotated[int, Field(ge=16, le=4096)] = 96
+    # analyses remembered per worker, by keyed hash of the text (repeated system prompts, earlier turns); 0: off
+    cache_entries: Annotated[int, Field(ge=0, le=1_000_000)] = 4096
 
 
 @dataclass(frozen=True)
