@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-analyzer", action="store_true", help="skip the in-process analyzer section")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)), help="pii.processes")
     parser.add_argument("--pii-timeout", type=float, default=PiiSettings().timeout, help="pii.timeout (s)")
+    parser.add_argument(
+        "--repeat-prompts",
+        action="store_true",
+        help="send each kind's prompt unchanged every time (the analyses cache answers repeats); by default every "
+        "request's prompt is unique",
+    )
     parser.add_argument("--pool-cores", default="0,1", help="cores the gateway's PII pool is moved to when ready")
     parser.add_argument("--quiet-timeout", type=float, default=30, help="max wait for other processes to go quiet")
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a measurement disturbed by others")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
+import string
 import sys
 import time
 from collections import Counter
@@ -75,9 +77,28 @@ class GatewayRun:
     checks: list[str] = field(default_factory=list)
 
 
-def body(kind: str) -> bytes:
+def body(kind: str, unique: bool = False) -> bytes:
+    """A request with the prompt of `kind`; `unique`: its last word replaced by random lowercase letters (no
+    PII candidate, the same length), so no two requests send the same text and the analyses cache never
+    answers: the cost of a text the gateway has not seen."""
     text = PROMPTS[kind][1]
+    if unique:
+        tag = "".join(random.choices(string.ascii_lowercase, k=12))
+        text = text[: -len(tag) - 1] + " " + tag
     return orjson.dumps({"model": "mock-model", "messages": [{"role": "user", "content": text}], "max_tokens": 16})
+
+
+class Bodies:
+    """The request bodies of a run, in turn: `kinds` round robin, each unique unless --repeat-prompts."""
+
+    def __init__(self, kinds: list[str], unique: bool) -> None:
+        self.kinds, self.unique = kinds, unique
+        self.fixed = [body(kind) for kind in kinds]
+        self.turn = itertools.count()
+
+    def next(self) -> bytes:
+        at = next(self.turn) % len(self.kinds)
+        return body(self.kinds[at], True) if self.unique else self.fixed[at]
 
 
 async def post(session: aiohttp.ClientSession, url: str, data: bytes, sample: Sample, times: list[float]) -> None:
@@ -95,31 +116,27 @@ async def post(session: aiohttp.ClientSession, url: str, data: bytes, sample: Sa
         sample.errors[str(status)] += 1
 
 
-async def load(
-    url: str, headers: dict, sample: Sample, kinds: list[str], count: int, warm: Any, pids: list[int]
-) -> None:
+async def load(url: str, headers: dict, sample: Sample, bodies: Bodies, count: int, warm: Any, pids: list[int]) -> None:
     """`count` requests (concurrency 1) or `count` seconds (concurrency > 1) of `kinds` in turn, after `warm`
     (requests, or seconds at full concurrency) unrecorded; fills `sample`."""
-    bodies = [body(kind) for kind in kinds]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
         scratch: list[float] = []
         spare = Sample("", "", 0)
-        turn = itertools.count()
         if sample.concurrency == 1:
             for _ in range(warm):
-                await post(session, url, bodies[next(turn) % len(bodies)], spare, scratch)
+                await post(session, url, bodies.next(), spare, scratch)
         else:
-            await timed(session, url, bodies, turn, sample.concurrency, warm, spare, scratch)
+            await timed(session, url, bodies, sample.concurrency, warm, spare, scratch)
         window, cpu0, client0, t0 = CpuWindow(pids), group_cpu(pids[1:]), self_cpu(), time.perf_counter()
         times: list[float] = []
         if sample.concurrency == 1:
             for _ in range(count):
-                await post(session, url, bodies[next(turn) % len(bodies)], sample, times)
+                await post(session, url, bodies.next(), sample, times)
         else:
-            await timed(session, url, bodies, turn, sample.concurrency, count, sample, times)
+            await timed(session, url, bodies, sample.concurrency, count, sample, times)
         elapsed = time.perf_counter() - t0
     sample.foreign_cpu = window.foreign_percent()
     sample.server_cpu = (group_cpu(pids[1:]) - cpu0) / elapsed * 100
@@ -129,13 +146,13 @@ async def load(
     sample.rps = len(times) / elapsed
 
 
-async def timed(session: Any, url: str, bodies: list[bytes], turn: Any, concurrency: int, seconds: float,
+async def timed(session: Any, url: str, bodies: Bodies, concurrency: int, seconds: float,
                 sample: Sample, times: list[float]) -> None:  # fmt: skip
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
-            await post(session, url, bodies[next(turn) % len(bodies)], sample, times)
+            await post(session, url, bodies.next(), sample, times)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -151,7 +168,8 @@ def measure(ctx: Ctx, run: GatewayRun, mock: procs.Server, kind: str, kinds: lis
 
     def once() -> Sample:
         sample = Sample(run.variant.label, kind, concurrency)
-        asyncio.run(load(run.server.url + CHAT_PATH, headers, sample, kinds, count, warm, pids))
+        bodies = Bodies(kinds, not ctx.args.repeat_prompts)
+        asyncio.run(load(run.server.url + CHAT_PATH, headers, sample, bodies, count, warm, pids))
         return sample
 
     best: Sample = least_disturbed(ctx, pids, once)

@@ -219,6 +219,14 @@ def render(ctx: Ctx, analyzer: AnalyzerResults | None, runs: list[GatewayRun]) -
         f"(10 % pattern, 10 % NER) and 80 % English without PII",
         "- Mock upstream echoes the first 16 words (max_tokens 16), so pseudonyms are restored in every answer "
         "that carries one",
+        "- Prompts over HTTP: "
+        + (
+            "each kind's prompt sent unchanged every time (`--repeat-prompts`): after the first, the gateway's "
+            "analyses cache answers"
+            if a.repeat_prompts
+            else "every request's prompt unique (its last word random lowercase letters), so the analyses cache "
+            "never answers: the cost of text the gateway has not seen"
+        ),
     ]
     parts = [f"# PII protection benchmark — {datetime.datetime.now().isoformat(timespec='minutes')}", "", *setup]
     parts += ["", "## Pre-filter and Presidio, in-process (1 KB prompts)", "", *analyzer_tables(analyzer)]
