@@ -40,7 +40,7 @@ from gateway.middleware import RequestIdMiddleware, RequestLimitsMiddleware
 from gateway.parsing import ParseBody
 from gateway.pii.conversations import Conversations
 from gateway.pii.engine import PiiEngine, default_processes
-from gateway.pii.stage import Redact, RestorePii
+from gateway.pii.stage import MaskAnswer, Redact, RestorePii
 from gateway.pipeline import Pipeline, RequestContext, Stage
 from gateway.policy.loader import PolicyStore
 from gateway.policy.stages import CheckInput, CheckOutput, ResolvePolicy
@@ -159,8 +159,9 @@ class Gateway:
             self.models,
             *policy,
             Forward(self.client, self.router, self.secrets, self.models.models, attempts),
+            *([MaskAnswer(self.pii, self.pii_salt, self.settings.pii.output_window)] if self.pii is not None else []),
             *([self.keep] if self.keep is not None else []),
-            *([RestorePii(self.pii, self.pii_salt, self.settings.pii.output_window)] if self.pii is not None else []),
+            *([RestorePii()] if self.pii is not None else []),
             *output,
             *([self.tap] if self.tap is not None else []),
         ]

@@ -16,8 +16,8 @@
       8 Settle         usage and cost; counters settled (gateway.limits.stage)
       9 Audit          one event per request, appended to the spool (gateway.audit.stage)
 
-The PII stages (gateway.pii.stage) sit after CheckInput (Redact) and right after Forward (RestorePii).
-With `audit.bodies`, KeepAnswer (gateway.audit.stage) sits between Forward and RestorePii.
+The PII stages (gateway.pii.stage) sit after CheckInput (Redact) and right after Forward (MaskAnswer, then
+RestorePii). With `audit.bodies`, KeepAnswer (gateway.audit.stage) sits between MaskAnswer and RestorePii.
 With telemetry on, gateway.telemetry's ObservedPipeline runs the same lists, each stage in a span.
 A stage that does nothing is not in the list: the policy stages are there only when a policy directory is
 configured. Stages never see HTTP objects: routes build the context, the pipeline fills `ctx.result`,
@@ -84,7 +84,7 @@ class RequestContext:
     cost_micro_usd: int = 0
     vault: "Vault | None" = None
     pii: list[dict[str, Any]] = field(default_factory=list)
-    kept_answer: "KeptAnswer | None" = None  # the upstream's answer before RestorePii (audit.bodies)
+    kept_answer: "KeptAnswer | None" = None  # the answer after MaskAnswer, before RestorePii (audit.bodies)
     result: Result | None = None
     error: GatewayError | None = None
     client_disconnected: bool = False

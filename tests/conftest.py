@@ -79,6 +79,30 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
         process.stop()
 
 
+# What the `chatty` mock answers to anything: personal data the model "made up" (not in any prompt).
+MADE_UP_EMAIL = "bob.smith@example.org"
+MADE_UP_PHONE = "+1 212-555-0199"
+MADE_UP_NAME = "John Smith"
+MADE_UP_IP = "198.51.100.7"
+MADE_UP_REPLY = (
+    f"Our records say {MADE_UP_NAME} can be reached at {MADE_UP_EMAIL} or on {MADE_UP_PHONE}; "
+    f"his laptop last connected from {MADE_UP_IP}. Anything else I can help with?"
+)
+
+
+@pytest.fixture(scope="session")
+def chatty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
+    """A mock upstream whose every answer is MADE_UP_REPLY, whatever it is asked."""
+    log = tmp_path_factory.mktemp("chatty") / "mock.log"
+    args = ["-m", "load_tests.mock_upstream", "--api-key", UPSTREAM_SECRET, "--reply", MADE_UP_REPLY]
+    mock = Mock(start(args, "/health", log))
+    try:
+        yield mock
+    finally:
+        mock.client.close()
+        mock.process.stop()
+
+
 @pytest.fixture
 def upstream(mock: Mock) -> Mock:
     """The mock upstream with no faults and no recorded requests."""

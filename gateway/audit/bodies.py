@@ -7,8 +7,9 @@ What is stored for a request, as one JSON document (the plaintext, never on disk
 
     request    the JSON body the Forward stage sent upstream (ctx.raw_body): after guardrail redaction and PII
                redaction or pseudonymisation, so placeholders such as <EMAIL_ADDRESS_1>, never the raw values
-    answer     the upstream's answer as it came (any status), before RestorePii put the real values back:
-               the KeepAnswer stage (gateway.audit.stage) sits right after Forward
+    answer     the upstream's answer (any status) after MaskAnswer masked what a pii rule with `output: mask`
+               found in it, before RestorePii put the real values back: the KeepAnswer stage
+               (gateway.audit.stage) sits between them, right after Forward
     stream     a streamed answer's text, accumulated per stream key (gateway.guardrails.texts)
     truncated  the request, or the answer (a stream's texts counted together), was longer than
                `audit.max_body_bytes` bytes and was cut there

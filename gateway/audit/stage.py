@@ -2,8 +2,8 @@
 
 AuditAdmission  first stage: with the spool over its disk budget and `on_spool_full: fail_closed`, refuse
                 the request (503 audit_unavailable) rather than serve it unrecorded
-KeepAnswer      with `audit.bodies`, right after Forward: keeps the upstream's answer as it came (a stream's
-                texts as they pass), before RestorePii puts the real values back
+KeepAnswer      with `audit.bodies`, right after Forward (and MaskAnswer): keeps the upstream's answer (a
+                stream's texts as they pass), before RestorePii puts the real values back
 Audit           final stage: runs once however the request ends (served, refused, failed, abandoned),
                 builds the event (its body sealed, with `audit.bodies`) and appends it to the spool: a plain
                 write, never an fsync, never a network call; the spool's thread fsyncs in groups and the

@@ -4,10 +4,11 @@
                 content parts, tool-call arguments and tool results, prompts, embedding inputs, Responses
                 inputs) goes through the pre-filter, and the candidates through Presidio in the process pool;
                 each entity found is masked, pseudonymised or hashed, or blocks the request (400)
-    RestorePii  right after the upstream answered: with `output: mask`, values the model produced are masked
-                (gateway.pii.output); pseudonyms in the answer are put back to the real values, in JSON
-                answers at once and in streams chunk by chunk (a placeholder split across chunks is held
-                back, never more than a placeholder's length)
+    MaskAnswer  right after the upstream answered, for rules with `output: mask`: values the model produced
+                are masked (gateway.pii.output), in JSON answers and streams
+    RestorePii  then (after KeepAnswer, which stores the answer with placeholders): pseudonyms in the answer
+                are put back to the real values, in JSON answers at once and in streams chunk by chunk (a
+                placeholder split across chunks is held back, never more than a placeholder's length)
 
 Rules merge as a conjunction: an entity named by several rules gets the strictest action (block > mask >
 hash > pseudonymise). The analyzer failing or timing out refuses the request (503 pii_unavailable) unless
@@ -131,9 +132,9 @@ def _record(ctx: RequestContext, revision: str, policy: str, rule: str, action: 
     ctx.decisions.append(Decision(policy, revision, rule, "pii", action, "input", detail, 0))  # type: ignore[arg-type]
 
 
-class RestorePii:
-    """Right after Forward: values the model produced masked (rules with `output: mask`), then the request's
-    pseudonyms restored, in a JSON answer at once or in a stream as it flows."""
+class MaskAnswer:
+    """Right after Forward, for rules with `output: mask`: values the model produced masked, in a JSON answer
+    at once or in a stream as it flows (before KeepAnswer, so stored bodies never hold them either)."""
 
     def __init__(self, engine: PiiEngine, salt: bytes, window: int) -> None:
         self.engine = engine
@@ -145,22 +146,31 @@ class RestorePii:
         if result is None or result.status != 200:
             return
         masker = OutputMasker.of(ctx.policy, self.engine, self.salt, self.window)
-        vault = ctx.vault if ctx.vault is not None else Vault()
-        if masker is None and not vault.originals:
+        if masker is None:
+            return
+        if not isinstance(result.body, bytes):
+            result.body = _streamed(ctx, StreamRestorer(ctx.endpoint, Vault(), masker, _refusal(ctx)), result.body)
+            return
+        try:
+            result.body = await mask_answer(ctx.endpoint, result.body, masker)
+        except PiiUnavailableError as exc:
+            _unchecked(ctx, exc)
+            if not masker.fail_open:
+                raise PiiUnavailable(_UNCHECKED) from exc
+        _masked(ctx, masker)
+
+
+class RestorePii:
+    """After MaskAnswer and KeepAnswer: the request's pseudonyms put back in the answer the client gets."""
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        vault, result = ctx.vault, ctx.result
+        if vault is None or not vault.originals or result is None or result.status != 200:
             return
         if isinstance(result.body, bytes):
-            body = result.body
-            if masker is not None:
-                try:
-                    body = await mask_answer(ctx.endpoint, body, masker)
-                except PiiUnavailableError as exc:
-                    _unchecked(ctx, exc)
-                    if not masker.fail_open:
-                        raise PiiUnavailable(_UNCHECKED) from exc
-                _masked(ctx, masker)
-            result.body = restore_json(ctx.endpoint, body, vault)
+            result.body = restore_json(ctx.endpoint, result.body, vault)
         else:
-            result.body = _streamed(ctx, StreamRestorer(ctx.endpoint, vault, masker, _refusal(ctx)), result.body)
+            result.body = _streamed(ctx, StreamRestorer(ctx.endpoint, vault), result.body)
 
 
 _UNCHECKED = "Personal data in the answer could not be checked right now; the answer was withheld."

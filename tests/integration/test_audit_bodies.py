@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from gateway.secrets import generate_master_key
-from tests.conftest import create_key
+from tests.conftest import MADE_UP_EMAIL, MADE_UP_PHONE, create_key
 from tests.integration.test_audit_trail import AuditedGateway
 from tests.servers import MOCK_MODELS, UPSTREAM_SECRET, Mock
 
@@ -87,9 +87,9 @@ def master_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return key
 
 
-def make_gateway(folder: Path, mock: Mock, bodies: bool) -> BodiesGateway:
+def make_gateway(folder: Path, mock: Mock, bodies: bool, policy: str = POLICY) -> BodiesGateway:
     (folder / "policies").mkdir()
-    (folder / "policies" / "privacy.yaml").write_text(POLICY)
+    (folder / "policies" / "privacy.yaml").write_text(policy)
     config = folder / "gateway.yaml"
     config.write_text(GATEWAY_YAML.format(mock=mock.url, bodies=str(bodies).lower()))
     gateway = BodiesGateway(folder, config, create_key(config, "--team", "alpha"))
@@ -176,6 +176,29 @@ def test_a_running_gateway_notices_a_shredded_key_and_seals_new_bodies_with_a_ne
     assert shown(gateway.body(rows[after]))["request"]["messages"][0]["content"] == "second zanzibar note"
     assert [p.suffix for p in (gateway.folder / "audit-body-keys").iterdir()] == [".key"]
     assert gateway.audit("verify").returncode == 0
+
+
+def test_values_the_model_made_up_are_masked_in_the_stored_answer_and_counted(
+    chatty: Mock, tmp_path: Path, master_key: str
+) -> None:
+    policy = POLICY.replace("CREDIT_CARD: block}", "PHONE_NUMBER: mask}\n        output: mask")
+    gateway = make_gateway(tmp_path, chatty, bodies=True, policy=policy)
+    try:
+        gateway.start_ready()
+        served, answer = gateway.chat(gateway.key, "who handles the zanzibar account?")
+        streamed, text = gateway.stream(gateway.key, "who handles the quokka account?")
+        gateway.wait_shipped(2)
+    finally:
+        gateway.stop()
+    for got in (answer, text):
+        assert MADE_UP_EMAIL not in got and MADE_UP_PHONE not in got
+        assert "<EMAIL_ADDRESS>" in got and "<PHONE_NUMBER>" in got
+    rows = by_request(gateway)
+    stored = json.dumps([shown(gateway.body(rows[served])), shown(gateway.body(rows[streamed]))])
+    assert MADE_UP_EMAIL not in stored and MADE_UP_PHONE not in stored and "<PHONE_NUMBER>" in stored
+    for request_id in (served, streamed):
+        counted = {(item["entity"], item["action"]): item["count"] for item in rows[request_id]["pii"]}
+        assert counted == {("EMAIL_ADDRESS", "output_mask"): 1, ("PHONE_NUMBER", "output_mask"): 1}
 
 
 def test_with_bodies_off_the_body_column_stays_empty(mock: Mock, tmp_path: Path, upstream: Mock) -> None:

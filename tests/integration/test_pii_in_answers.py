@@ -1,27 +1,18 @@
 """Personal data the model produces itself, seen through the official openai SDK: with `output: mask` a value
 the model made up never reaches the client (JSON answers, chat streams, Responses streams), while the value
 the client sent, pseudonymised upstream, still comes back restored. Two mock upstreams: one always answers
-with made-up personal data, the other echoes the prompt."""
+with made-up personal data (`chatty`, tests.conftest), the other echoes the prompt."""
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import create_key
+from tests.conftest import MADE_UP_EMAIL, MADE_UP_IP, MADE_UP_PHONE, create_key
 from tests.servers import UPSTREAM_SECRET, Mock, Process, start
 
-MADE_UP_EMAIL = "bob.smith@example.org"
-MADE_UP_PHONE = "+1 212-555-0199"
-MADE_UP_NAME = "John Smith"
-MADE_UP_IP = "198.51.100.7"
-REPLY = (
-    f"Our records say {MADE_UP_NAME} can be reached at {MADE_UP_EMAIL} or on {MADE_UP_PHONE}; "
-    f"his laptop last connected from {MADE_UP_IP}. Anything else I can help with?"
-)
 SENT_EMAIL = "alice.martin@example.com"
 
 GATEWAY_YAML = """\
@@ -55,17 +46,6 @@ policies:
           PERSON: pseudonymise
           IP_ADDRESS: hash
 """
-
-
-@pytest.fixture(scope="module")
-def chatty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
-    """A mock upstream whose every answer is REPLY, whatever it is asked."""
-    log = tmp_path_factory.mktemp("chatty") / "mock.log"
-    process = start(["-m", "load_tests.mock_upstream", "--api-key", UPSTREAM_SECRET, "--reply", REPLY], "/health", log)
-    try:
-        yield Mock(process)
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

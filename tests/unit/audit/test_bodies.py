@@ -19,7 +19,6 @@ from gateway.audit.bodies import Bodies, NoBody, Shredded, Unreadable, reveal
 from gateway.audit.keyring import Keyring, KeyringError, shred, team_tag
 from gateway.audit.stage import KeepAnswer
 from gateway.auth.keys import Principal
-from gateway.pii.engine import PiiEngine
 from gateway.pii.stage import RestorePii
 from gateway.pii.vault import Vault
 from gateway.pipeline import RequestContext, Result
@@ -187,7 +186,7 @@ async def test_the_answer_is_stored_before_pii_restoration_and_the_client_gets_t
     ctx.vault = vault
     ctx.result = Result(200, {}, answer(f"Sure, I will write to {placeholder}."))
     await KeepAnswer(65536)(ctx)
-    await RestorePii(PiiEngine(None, 1, 2.0), b"salt", 96)(ctx)
+    await RestorePii()(ctx)
     assert isinstance(ctx.result.body, bytes) and EMAIL.encode() in ctx.result.body
     event_id, column = sealed(Bodies(keyring, 65536), ctx)
     document = reveal(keyring, column, event_id, "alpha")
@@ -209,7 +208,7 @@ async def chunks(pieces: list[bytes]) -> AsyncIterator[bytes]:
 async def streamed(ctx: RequestContext, pieces: list[bytes], limit: int = 65536) -> bytes:
     ctx.result = Result(200, {}, chunks(pieces))
     await KeepAnswer(limit)(ctx)
-    await RestorePii(PiiEngine(None, 1, 2.0), b"salt", 96)(ctx)
+    await RestorePii()(ctx)
     assert not isinstance(ctx.result.body, bytes)
     return b"".join([piece async for piece in ctx.result.body])
 

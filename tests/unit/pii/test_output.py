@@ -161,4 +161,4 @@ async def test_the_stage_withholds_a_json_answer_it_cannot_check(
     ctx = RequestContext("r", "chat/completions", {}, b"{}", {}, "gk-x")
     ctx.result = Result(200, {}, chat_answer(f"mail {MADE_UP} ({uuid.uuid4()})"))
     with pytest.raises(PiiUnavailable):
-        await stage.RestorePii(engine, b"salt", WINDOW)(ctx)
+        await stage.MaskAnswer(engine, b"salt", WINDOW)(ctx)
