@@ -41,10 +41,15 @@ _CAPITAL = re.compile(r"[A-Z]")
 _SECRET_TRIGGERS = tuple(sorted({t for triggers in SECRET_TRIGGERS.values() for t in triggers}))
 
 
+def may_hold_names(text: str) -> bool:
+    """Whether the named-entity recogniser could find anything: a capital letter, or a script beyond ASCII."""
+    return _CAPITAL.search(text) is not None or not text.isascii()
+
+
 def might_contain(text: str, entities: frozenset[str]) -> bool:
     """False only when `text` certainly holds none of `entities` (the analyzer is skipped). Substring tests
     and the standard library's regular expressions: a few microseconds for a clean kilobyte."""
-    if entities & NER_ENTITIES and (_CAPITAL.search(text) or not text.isascii()):
+    if entities & NER_ENTITIES and may_hold_names(text):
         return True
     if "@" in text or "://" in text or "www." in text:
         return True
@@ -165,6 +170,8 @@ def _init(spacy_model: str | None) -> None:
     _watch_parent(os.getppid())
     _offline_tldextract()
     _state["analyzer"] = build_analyzer(spacy_model)
+    # text that cannot hold a name, or a call that asks for none, skips spaCy: pattern recognizers alone
+    _state["patterns"] = build_analyzer(None) if spacy_model else _state["analyzer"]
 
 
 def _watch_parent(parent: int) -> None:
@@ -232,16 +239,31 @@ def _ner_only(nlp: Any) -> Any:
 
 
 def _analyze(texts: list[str], entities: list[str], threshold: float) -> list[list[tuple[int, int, str]]]:
-    """Presidio on each text; several texts go through spaCy together (nlp.pipe, via BatchAnalyzerEngine)."""
+    """Presidio on each text: with the NER pipeline only for texts that may hold a name when a named entity
+    is asked for, else with the pattern recognizers alone (spaCy's recogniser is most of the time)."""
+    named = [e for e in entities if e in NER_ENTITIES]
+    patterns = [e for e in entities if e not in NER_ENTITIES]
+    found: list[list[tuple[int, int, str]]] = [[] for _ in texts]
+    with_ner = [i for i, text in enumerate(texts) if named and may_hold_names(text)]
+    chosen = set(with_ner)
+    without = [i for i in range(len(texts)) if i not in chosen] if patterns else []
+    for group, analyzer, wanted in ((with_ner, "analyzer", entities), (without, "patterns", patterns)):
+        analyzed = _run(_state[analyzer], [texts[i] for i in group], wanted, threshold)
+        for i, results in zip(group, analyzed, strict=True):
+            found[i] = _prefer_patterns([(r.start, r.end, r.entity_type) for r in results])
+    return found
+
+
+def _run(analyzer: Any, texts: list[str], entities: list[str], threshold: float) -> list[Any]:
+    """One analyzer over texts; several go through spaCy together (nlp.pipe, via BatchAnalyzerEngine)."""
     from presidio_analyzer import BatchAnalyzerEngine
 
-    analyzer = _state["analyzer"]
-    if len(texts) == 1:
-        found = [analyzer.analyze(text=texts[0], language="en", entities=entities, score_threshold=threshold)]
-    else:
-        batch = BatchAnalyzerEngine(analyzer_engine=analyzer)
-        found = batch.analyze_iterator(texts, "en", batch_size=32, entities=entities, score_threshold=threshold)
-    return [_prefer_patterns([(r.start, r.end, r.entity_type) for r in results]) for results in found]
+    if len(texts) <= 1:
+        return [
+            analyzer.analyze(text=text, language="en", entities=entities, score_threshold=threshold) for text in texts
+        ]
+    batch = BatchAnalyzerEngine(analyzer_engine=analyzer)
+    return batch.analyze_iterator(texts, "en", batch_size=32, entities=entities, score_threshold=threshold)  # type: ignore[no-any-return]
 
 
 def _prefer_patterns(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
