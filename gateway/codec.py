@@ -11,6 +11,15 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+def loads_object(data: bytes | str) -> dict[str, Any] | None:
+    """The JSON object in `data`; None when it is not JSON, or JSON but not an object (passed through as is)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 

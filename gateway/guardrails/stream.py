@@ -71,11 +71,8 @@ def scan_json(
 ) -> tuple[bytes, Finding | None]:
     """Check every text of a complete answer: (the body, re-serialised only if something was redacted;
     the strictest block finding or None). `record` gets the first finding of each rule."""
-    try:
-        parsed = codec.loads(body)
-    except codec.JSONDecodeError:
-        return body, None
-    if not isinstance(parsed, dict) or not rules:
+    parsed = codec.loads_object(body)
+    if parsed is None or not rules:
         return body, None
     findings: list[Finding] = []
     changed = False
@@ -199,13 +196,8 @@ class StreamGuard:
     def _event(self, raw: bytes, final: bool = False) -> list[bytes]:
         """What to send for one raw event: flush events for keys it ends, then the event itself."""
         data = event_data(raw)
-        payload = None
-        if data is not None and data != DONE:
-            try:
-                payload = codec.loads(data)
-            except codec.JSONDecodeError:
-                pass  # not JSON: passed through as it came
-        if isinstance(payload, dict):
+        payload = codec.loads_object(data) if data is not None and data != DONE else None
+        if payload is not None:  # not a JSON object: passed through as it came
             return self._payload(raw, payload, final)
         return [*self._ending([EVERY_KEY], []), raw] if final or data == DONE else [raw]
 

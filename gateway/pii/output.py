@@ -80,11 +80,8 @@ async def mask_answer(endpoint: str, body: bytes, masker: OutputMasker) -> bytes
     """A complete JSON answer with the values in every text the model produced masked (and its token log
     probabilities dropped when anything was: they spell out the original tokens); the body itself when
     nothing was found or it is not a JSON object."""
-    try:
-        parsed = codec.loads(body)
-    except codec.JSONDecodeError:
-        return body
-    if not isinstance(parsed, dict):
+    parsed = codec.loads_object(body)
+    if parsed is None:
         return body
     slots = response_slots(endpoint, parsed)
     found = await masker.find([slot.get() for slot in slots])

@@ -74,11 +74,8 @@ def restore_json(endpoint: str, body: bytes, vault: Vault) -> bytes:
     when there is nothing to restore."""
     if not vault.originals or not _may_hold_placeholder(body):
         return body
-    try:
-        parsed = codec.loads(body)
-    except codec.JSONDecodeError:
-        return body
-    if not isinstance(parsed, dict):
+    parsed = codec.loads_object(body)
+    if parsed is None:
         return body
     changed = False
     for slot in response_slots(endpoint, parsed):
@@ -155,13 +152,8 @@ class StreamRestorer:
         data = event_data(raw)
         if not self._keys and (data is None or (self.masker is None and not _may_hold_placeholder(data))):
             return [raw]  # nothing held, nothing to restore or mask
-        payload = None
-        if data is not None and data != DONE:
-            try:
-                payload = codec.loads(data)
-            except codec.JSONDecodeError:
-                pass  # not JSON: passed through as it came
-        if isinstance(payload, dict):
+        payload = codec.loads_object(data) if data is not None and data != DONE else None
+        if payload is not None:  # not a JSON object: passed through as it came
             return await self._payload(raw, payload, final)
         return [*await self._end([EVERY_KEY]), raw] if final or data == DONE else [raw]
 

@@ -100,11 +100,8 @@ def attempt_attributes(ctx: RequestContext, deployment: Deployment, number: int)
 
 def answer_attributes(body: bytes) -> dict[str, Any]:
     """gen_ai.response.* and gen_ai.usage.* of an OpenAI JSON answer (chat, completions, embeddings, Responses)."""
-    try:
-        answer = codec.loads(body)
-    except codec.JSONDecodeError:
-        return {}
-    if not isinstance(answer, dict):
+    answer = codec.loads_object(body)
+    if answer is None:
         return {}
     attributes = _identity(answer)
     choices = answer.get("choices")
