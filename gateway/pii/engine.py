@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.guardrails.credentials import TRIGGERS as SECRET_TRIGGERS
 from gateway.pii.cache import Findings
+from gateway.pii.regions import name_regions
 from gateway.pii.vault import Span
 
 log = logging.getLogger("gateway.pii")
@@ -170,7 +171,7 @@ def _init(spacy_model: str | None) -> None:
     _watch_parent(os.getppid())
     _offline_tldextract()
     _state["analyzer"] = build_analyzer(spacy_model)
-    # text that cannot hold a name, or a call that asks for none, skips spaCy: pattern recognizers alone
+    # pattern entities are found over a blank tokenizer; the NER pipeline reads only where a name could be
     _state["patterns"] = build_analyzer(None) if spacy_model else _state["analyzer"]
 
 
@@ -239,19 +240,29 @@ def _ner_only(nlp: Any) -> Any:
 
 
 def _analyze(texts: list[str], entities: list[str], threshold: float) -> list[list[tuple[int, int, str]]]:
-    """Presidio on each text: with the NER pipeline only for texts that may hold a name when a named entity
-    is asked for, else with the pattern recognizers alone (spaCy's recogniser is most of the time)."""
+    """Presidio on each text: the pattern recognizers over the whole text (a blank tokenizer, no spaCy
+    model), and, when a named entity is asked for, the NER pipeline over the sentences that could hold a
+    name (gateway.pii.regions), its spans moved back to the text's offsets."""
     named = [e for e in entities if e in NER_ENTITIES]
     patterns = [e for e in entities if e not in NER_ENTITIES]
     found: list[list[tuple[int, int, str]]] = [[] for _ in texts]
-    with_ner = [i for i, text in enumerate(texts) if named and may_hold_names(text)]
-    chosen = set(with_ner)
-    without = [i for i in range(len(texts)) if i not in chosen] if patterns else []
-    for group, analyzer, wanted in ((with_ner, "analyzer", entities), (without, "patterns", patterns)):
-        analyzed = _run(_state[analyzer], [texts[i] for i in group], wanted, threshold)
-        for i, results in zip(group, analyzed, strict=True):
-            found[i] = _prefer_patterns([(r.start, r.end, r.entity_type) for r in results])
-    return found
+    if patterns:
+        for i, results in enumerate(_run(_state["patterns"], texts, patterns, threshold)):
+            found[i] = [(r.start, r.end, r.entity_type) for r in results]
+    if named:
+        regions = [(i, start, end) for i, text in enumerate(texts) for start, end in _regions(text)]
+        pieces = [texts[i][start:end] for i, start, end in regions]
+        for (i, start, _), results in zip(regions, _run(_state["analyzer"], pieces, named, threshold), strict=True):
+            found[i] += [(start + r.start, start + r.end, r.entity_type) for r in results]
+    return [_prefer_patterns(spans) for spans in found]
+
+
+def _regions(text: str) -> list[tuple[int, int]]:
+    if "function_words" not in _state:
+        from spacy.lang.en.stop_words import STOP_WORDS
+
+        _state["function_words"] = frozenset(STOP_WORDS)
+    return name_regions(text, _state["function_words"])
 
 
 def _run(analyzer: Any, texts: list[str], entities: list[str], threshold: float) -> list[Any]:
