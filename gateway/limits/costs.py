@@ -8,6 +8,7 @@ answer_cap(endpoint, body)   the request's own cap on the answer, times `n` choi
 produced_tokens(...)         the tokens of an answer a client abandoned, from the events it received
 """
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +46,9 @@ class Pricing:
                 where = f"models[{model.name}] deployment {deployment.label} price"
                 price = _price(setting, where) if setting else None
                 self.prices[deployment] = price or table.lookup(deployment.upstream_model) or table.lookup(model.name)
+        # by identity first: hashing a Deployment (a dataclass of a dozen fields) costs more than the lookup
+        self._by_id = {id(deployment): price for deployment, price in self.prices.items()}
+        self._reserving: dict[str, tuple[Price, ...]] = {}  # model name → the prices `reserve` considers
         self.unpriced = sorted({d.label for d, p in self.prices.items() if p is None})
         if self.unpriced:
             log.warning(
@@ -53,19 +57,32 @@ class Pricing:
             )
 
     def price(self, deployment: Deployment | None) -> Price | None:
-        return self.prices.get(deployment) if deployment is not None else None
+        if deployment is None:
+            return None
+        price = self._by_id.get(id(deployment), _UNKNOWN)
+        return self.prices.get(deployment) if price is _UNKNOWN else price
 
     def reserve(self, model: ModelConfig, input_tokens: int, cap: int | None, default_max: int) -> int:
         """The most the request can cost: every deployment of the model and of its fallbacks considered."""
-        models = [model, *(self.models[name] for name in (*model.fallbacks, *model.context_window_fallbacks))]
+        prices = self._reserving.get(model.name)
+        if prices is None or model is not self.models.get(model.name):
+            prices = self._prices_of(model)
         most = 0
-        for candidate in models:
-            for deployment in candidate.deployments:
-                price = self.prices.get(deployment)
-                if price is not None:
-                    answer = cap if cap is not None else price.max_output_tokens or default_max
-                    most = max(most, max_cost(price, input_tokens, answer))
+        for price in prices:
+            answer = cap if cap is not None else price.max_output_tokens or default_max
+            most = max(most, max_cost(price, input_tokens, answer))
         return most
+
+    def _prices_of(self, model: ModelConfig) -> tuple[Price, ...]:
+        models = [model, *(self.models[name] for name in (*model.fallbacks, *model.context_window_fallbacks))]
+        deployments = [deployment for candidate in models for deployment in candidate.deployments]
+        prices = tuple(price for price in map(self.price, deployments) if price is not None)
+        if model is self.models.get(model.name):
+            self._reserving[model.name] = prices
+        return prices
+
+
+_UNKNOWN = Price(-1, -1, -1)  # a sentinel: not a deployment of the settings
 
 
 def answer_cap(endpoint: str, body: dict[str, Any]) -> int | None:
@@ -81,8 +98,23 @@ def answer_cap(endpoint: str, body: dict[str, Any]) -> int | None:
 
 
 def tokenizer_of(model: ModelConfig) -> str:
-    upstream = model.deployments[0].upstream_model
-    return upstream if tokens.encoding_for(upstream) else model.name
+    """The model name to count a model's tokens as: its first upstream model's if tiktoken knows it."""
+    return _tokenizer(model.deployments[0].upstream_model, model.name)
+
+
+def encoding_of(model: ModelConfig) -> str | None:
+    """The tiktoken encoding a model's tokens are counted with, or None (estimated)."""
+    return _encoding(model.deployments[0].upstream_model, model.name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokenizer(upstream: str, name: str) -> str:
+    return upstream if tokens.encoding_for(upstream) else name
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoding(upstream: str, name: str) -> str | None:
+    return tokens.encoding_for(_tokenizer(upstream, name))
 
 
 def prompt_tokens(endpoint: str, body: dict[str, Any], model: ModelConfig) -> int:

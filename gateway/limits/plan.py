@@ -8,9 +8,13 @@ key, and a policy revision that changes a limit keeps the counts:
 
 `{gw}` is the configured prefix as a Redis Cluster hash tag: all of a request's keys share one slot, which
 is what lets one script check and take them atomically.
+
+`plan` works a request's counters out from scratch; `Planner` (the Admit stage's) remembers them per
+effective policy and scope values, so a request only fills in its own amounts.
 """
 
 import functools
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -25,9 +29,9 @@ MICRO = 1_000_000
 Period = Literal["day", "week", "month"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Planned:
-    """One counter of a request, with the rule it comes from."""
+    """One counter of a request, with the rule it comes from (not frozen, for speed: see counters.Counter)."""
 
     ref: RuleRef
     rule: RateLimitRule | BudgetRule
@@ -124,3 +128,73 @@ def plan(
         counter = Counter("budget", key, limit, reserve, lease_ms, end, ref.action == "block", alerts)
         planned.append(Planned(ref, budget, counter, ident))
     return planned
+
+
+class Template:
+    """The counters of every request with the same effective policy and scope values, amounts aside."""
+
+    __slots__ = ("_budgets", "_tpm", "budgets", "effective", "needs_tokens", "planned", "until_ms")
+
+    def __init__(self, effective: Effective, planned: list[Planned]) -> None:
+        self.effective = effective  # held, so its id() is not reused while this template is known
+        self.planned = planned
+        self._tpm: list[tuple[int, int]] = []  # (index, the rule's default_max_tokens)
+        self._budgets: list[int] = []
+        for i, item in enumerate(planned):
+            if isinstance(item.rule, RateLimitRule) and item.counter.kind == "tpm":
+                self._tpm.append((i, item.rule.default_max_tokens))
+            elif item.counter.kind == "budget":
+                self._budgets.append(i)
+        self.budgets = bool(self._budgets)
+        self.needs_tokens = bool(self._tpm or self._budgets)
+        ends = [planned[i].counter.expire_at_ms for i in self._budgets]
+        self.until_ms = min(ends) if ends else math.inf  # the first budget period's end: then a new template
+
+    def fill(self, prompt_tokens: int, answer_cap: int | None, reserve: int) -> list[Planned]:
+        """What `plan` answers for these amounts: the tpm and budget counters are new, the others shared."""
+        planned = self.planned.copy()
+        for i, default_max_tokens in self._tpm:
+            estimate = prompt_tokens + (answer_cap if answer_cap is not None else default_max_tokens)
+            planned[i] = _with_amount(planned[i], estimate)
+        for i in self._budgets:
+            planned[i] = _with_amount(planned[i], reserve)
+        return planned
+
+
+def _with_amount(item: Planned, amount: int) -> Planned:
+    c = item.counter
+    counter = Counter(c.kind, c.key, c.limit, amount, c.window_ms, c.expire_at_ms, c.enforce, c.alerts)
+    return Planned(item.ref, item.rule, counter, item.period)
+
+
+class Planner:
+    """`plan`, remembered per (effective policy, scope values) until a budget period ends; at most LIMIT of
+    them (then forgotten all at once, as the policy set's own cache is)."""
+
+    LIMIT = 4096
+
+    def __init__(self, prefix: str, periods: Periods, lease_ms: int) -> None:
+        self.prefix = prefix
+        self.periods = periods
+        self.lease_ms = lease_ms
+        self._known: dict[tuple[int, str, str, str, str], Template] = {}
+
+    def template(self, effective: Effective, key: str, team: str, model: str, user: str, now: float) -> Template:
+        known = self._known.get((id(effective), key, team, model, user))
+        if known is None or known.effective is not effective or now * 1000 >= known.until_ms:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            who = Who(key, team, model, user)
+            planned = plan(
+                effective,
+                who,
+                prefix=self.prefix,
+                periods=self.periods,
+                now=now,
+                prompt_tokens=0,
+                answer_cap=0,
+                reserve=0,
+                lease_ms=self.lease_ms,
+            )
+            known = self._known[(id(effective), key, team, model, user)] = Template(effective, planned)
+        return known

@@ -4,6 +4,8 @@ Calls made in the same turn of the event loop (concurrent requests) leave togeth
 write and one read for the lot, instead of one round trip each; a lone call goes alone. Settlements are
 lazy: nobody waits for them, so they ride along with the next admission's pipeline, or leave on their own
 after LAZY_SECONDS, whichever comes first; a busy gateway thus pays about one round trip per request.
+The scripts travel over `wire.Channel` (its own connections, packed by hiredis); redis-py's client is kept
+for the probe, `gateway budgets` scans and the PII conversations.
 
 When the server has forgotten the scripts (a restart, SCRIPT FLUSH) the calls that got NOSCRIPT load them
 and run again, so a restarted Redis needs nothing from us. Connection errors and timeouts surface as
@@ -22,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.limits import scripts
 from gateway.limits.counters import Admission, Counter, Crossed, State
+from gateway.limits.wire import Arg, Channel
 
 LAZY_SECONDS = 0.005
 KEEP_MS = 40 * 24 * 3600 * 1000  # a budget period's counters outlive it by 40 days, for `gateway budgets`
@@ -43,10 +46,11 @@ class RedisBackend:
             health_check_interval=0,
             retry_on_timeout=False,
         )
-        self.client = aioredis.Redis(connection_pool=pool)
+        self.client = aioredis.Redis(connection_pool=pool)  # pings, scans, and the PII conversations
+        self.channel = Channel(url, max(timeout, 1.0), timeout, pool_size)  # the scripts
         self.sources = {name: getattr(scripts, name) for name in ("ADMIT", "SETTLE", "PEEK")}
         self.shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self.sources.items()}
-        self._pending: list[tuple[str, list[Any], int, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._soon: asyncio.Handle | None = None  # a flush in this turn of the loop
         self._later: asyncio.TimerHandle | None = None  # a flush of lazy calls only
@@ -56,6 +60,7 @@ class RedisBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self.channel.close()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
@@ -63,10 +68,10 @@ class RedisBackend:
         args = [ticket]
         for c in counters:
             args.append(f"{c.kind} {c.limit} {c.amount} {c.window_ms} {c.expire_at_ms} {int(c.enforce)} {KEEP_MS}")
-        out = [int(x) for x in await self._call(self._eval("ADMIT", _keys(counters), args))]
-        n = len(counters)
-        states = tuple(State(out[3 + 2 * i], out[4 + 2 * i]) for i in range(n))
-        over = tuple(i - 1 for i in out[3 + 2 * n :])
+        out = list(map(int, await self._call(self._eval("ADMIT", _keys(counters), args))))
+        end = 3 + 2 * len(counters)
+        states = tuple(map(State, out[3:end:2], out[4:end:2]))
+        over = tuple(i - 1 for i in out[end:])
         refused = out[1] - 1 if out[1] else None
         return Admission(bool(out[0]), refused, out[2], states, over)
 
@@ -80,7 +85,7 @@ class RedisBackend:
         never waits for it, and no task is made for it."""
         args = [ticket, str(int(retry))]
         for c, real in zip(counters, actual, strict=True):
-            alerts = ",".join(map(str, c.alerts)) or "-"
+            alerts = ",".join(map(str, c.alerts)) if c.alerts else "-"
             args.append(f"{c.kind} {c.amount} {real} {c.expire_at_ms} {KEEP_MS} {alerts}")
         return self._eval("SETTLE", _keys(counters), args, lazy=True)
 
@@ -103,7 +108,7 @@ class RedisBackend:
         """EVALSHA `name` in the next pipeline: calls made in this turn of the loop share one round trip."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((name, [*keys, *args], len(keys), future))
+        self._pending.append((("EVALSHA", self.shas[name], len(keys), *keys, *args), future))
         if self._soon is None:
             if not lazy:
                 self._soon = loop.call_soon(self._flush)
@@ -123,17 +128,17 @@ class RedisBackend:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _send(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> None:
+    async def _send(self, batch: list[tuple[tuple[Arg, ...], "asyncio.Future[Any]"]]) -> None:
         try:
-            results = await self._run(batch)
+            results = await self._run([command for command, _ in batch])
         except BaseException as exc:  # the whole batch failed (a connection error): every caller hears it
-            for *_, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -141,27 +146,16 @@ class RedisBackend:
             else:
                 future.set_result(result)
 
-    async def _run(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> list[Any]:
-        results = await self._pipeline(batch)
+    async def _run(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        results = await self.channel.run(commands)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:  # the server restarted or flushed its scripts: load them, run those calls again
-            for source in self.sources.values():
-                await self.client.script_load(source)
-            for i, result in zip(missing, await self._pipeline([batch[i] for i in missing]), strict=True):
+            for loaded in await self.channel.run([("SCRIPT", "LOAD", source) for source in self.sources.values()]):
+                if isinstance(loaded, BaseException):
+                    raise loaded
+            for i, result in zip(missing, await self.channel.run([commands[i] for i in missing]), strict=True):
                 results[i] = result
         return results
-
-    async def _pipeline(self, batch: list[tuple[str, list[Any], int, "asyncio.Future[Any]"]]) -> list[Any]:
-        if len(batch) == 1:
-            name, values, count, _ = batch[0]
-            try:
-                return [await self.client.execute_command("EVALSHA", self.shas[name], count, *values)]
-            except NoScriptError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for name, values, count, _ in batch:
-            pipe.execute_command("EVALSHA", self.shas[name], count, *values)
-        return list(await pipe.execute(raise_on_error=False))
 
     async def _call(self, awaitable: Any) -> Any:
         try:

@@ -28,7 +28,7 @@ from gateway.guardrails.base import Action
 from gateway.limits import costs
 from gateway.limits.alerts import usd
 from gateway.limits.counters import Admission
-from gateway.limits.plan import Periods, Planned, Who, plan
+from gateway.limits.plan import Periods, Planned, Planner
 from gateway.limits.prices import Usage, cost, usage_of
 from gateway.limits.service import Held, Limits
 from gateway.pipeline import RequestContext
@@ -44,46 +44,37 @@ class Admit:
         self.limits = limits
         self.pricing = pricing
         self.settings = settings
-        self.periods = Periods(ZoneInfo(settings.timezone))
-        self.lease_ms = int(settings.lease_seconds * 1000)
+        periods = Periods(ZoneInfo(settings.timezone))
+        self.planner = Planner(settings.key_prefix, periods, int(settings.lease_seconds * 1000))
         self._prefix = secrets.token_hex(4)
         self._serial = 0
 
     async def __call__(self, ctx: RequestContext) -> None:
         effective, principal, model = ctx.policy, ctx.principal, ctx.model
-        if effective is None or not effective.limits:
+        if effective is None or not (effective.rate_limits or effective.budgets):
             return
         assert principal is not None and model is not None
+        user = str(ctx.body.get("user") or "")
+        template = self.planner.template(effective, principal.key_id, principal.team, model.name, user, time.time())
         cap = costs.answer_cap(ctx.endpoint, ctx.body)
-        needs_tokens = any(rule.tpm for _, rule in effective.rate_limits) or bool(effective.budgets)
-        if needs_tokens:
+        if template.needs_tokens:
             ctx.prompt_tokens = await self._count(ctx)
         prompt = ctx.prompt_tokens or 0
-        reserve = self.pricing.reserve(model, prompt, cap, self.settings.default_max_tokens) if effective.budgets else 0
-        who = Who(principal.key_id, principal.team, model.name, str(ctx.body.get("user") or ""))
-        planned = plan(
-            effective,
-            who,
-            prefix=self.settings.key_prefix,
-            periods=self.periods,
-            now=time.time(),
-            prompt_tokens=prompt,
-            answer_cap=cap,
-            reserve=reserve,
-            lease_ms=self.lease_ms,
-        )
+        reserve = self.pricing.reserve(model, prompt, cap, self.settings.default_max_tokens) if template.budgets else 0
+        planned = template.fill(prompt, cap, reserve)
         self._serial += 1
         held = await self.limits.admit(planned, f"{self._prefix}{self._serial:x}")
         admission = held.admission
         ctx.limit_headers = headers(planned, admission)
-        _record(ctx, effective.revision, planned, admission)
+        if admission.over:
+            _record(ctx, effective.revision, planned, admission)
         if not admission.ok:
             raise _refusal(planned, admission, ctx.limit_headers)
         ctx.held = held
 
     async def _count(self, ctx: RequestContext) -> int:
         assert ctx.model is not None
-        name = tokens.encoding_for(costs.tokenizer_of(ctx.model))
+        name = costs.encoding_of(ctx.model)
         if len(ctx.raw_body) > OFF_LOOP_BYTES or (name is not None and not tokens.loaded(name)):
             return await asyncio.to_thread(costs.prompt_tokens, ctx.endpoint, ctx.body, ctx.model)
         return costs.prompt_tokens(ctx.endpoint, ctx.body, ctx.model)
@@ -137,15 +128,18 @@ def _refusal(planned: list[Planned], admission: Admission, limit_headers: dict[s
 
 def headers(planned: list[Planned], admission: Admission) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, from the tightest enforced RPM and TPM counters."""
+    tightest: dict[str, tuple[int, int, int]] = {}  # kind → (remaining, limit, reset ms), the smallest
+    for item, state in zip(planned, admission.states, strict=True):
+        c = item.counter
+        if (c.kind == "rpm" or c.kind == "tpm") and c.enforce:
+            row = (c.limit - state.used, c.limit, state.reset_ms)
+            known = tightest.get(c.kind)
+            if known is None or row < known:
+                tightest[c.kind] = row
     out: dict[str, str] = {}
     for kind, noun in (("rpm", "requests"), ("tpm", "tokens")):
-        rows = [
-            (item.counter.limit - admission.states[i].used, item.counter.limit, admission.states[i].reset_ms)
-            for i, item in enumerate(planned)
-            if item.counter.kind == kind and item.counter.enforce
-        ]
-        if rows:
-            remaining, limit, reset = min(rows)
+        if kind in tightest:
+            remaining, limit, reset = tightest[kind]
             out[f"x-ratelimit-limit-{noun}"] = str(limit)
             out[f"x-ratelimit-remaining-{noun}"] = str(max(0, remaining))
             out[f"x-ratelimit-reset-{noun}"] = duration(reset)

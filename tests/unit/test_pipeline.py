@@ -77,3 +77,34 @@ async def test_an_abandoned_stream_is_closed_marked_and_finalised_even_when_canc
     await result.body.aclose()  # type: ignore[union-attr]
     assert log == ["closed", "final"]
     assert ctx.client_disconnected
+
+
+class Waits:
+    """A final stage that has to wait (as Settle does to count an abandoned stream's tokens off the loop)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        self.log.append("waits")
+        await anyio.sleep(0.01)
+        self.log.append("waited")
+
+
+async def test_final_stages_that_wait_finish_even_in_a_cancelled_scope() -> None:
+    log: list[str] = []
+    pipeline = Pipeline([Answer(b"ok", log)], [Record(log, "first"), Waits(log), Record(log, "last")])
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # as when the client has gone: only the final stages' waits would notice
+        await pipeline(context())
+    assert log == ["first", "waits", "waited", "last"]
+
+
+async def test_an_error_after_a_final_stage_waited_is_raised() -> None:
+    class FailsLater:
+        async def __call__(self, ctx: RequestContext) -> None:
+            await anyio.lowlevel.checkpoint()
+            raise NotFound("late")
+
+    with pytest.raises(NotFound, match="late"):
+        await Pipeline([Answer(b"ok", [])], [FailsLater()])(context())

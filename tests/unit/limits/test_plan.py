@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.limits import costs
 from gateway.limits.counters import Admission, State
-from gateway.limits.plan import Periods, Who, period_of, plan
+from gateway.limits.plan import Periods, Planner, Who, period_of, plan
 from gateway.limits.stage import duration, headers
 from gateway.policy.compiled import Effective, merge
 from gateway.policy.loader import load
@@ -129,3 +129,35 @@ def test_headers_show_the_tightest_enforced_counter(tmp_path: Path) -> None:
         "x-ratelimit-remaining-tokens": "100",
         "x-ratelimit-reset-tokens": "2s",
     }
+
+
+def test_the_planner_answers_what_plan_answers_for_every_amount(tmp_path: Path) -> None:
+    effective = effective_of(tmp_path)
+    planner = Planner("gw", Periods(UTC), 5000)
+    now = at("2026-11-24 10:00", UTC)
+    for prompt, cap, reserve in ((30, None, 1234), (1, 7, 0), (500, 0, 99)):
+        template = planner.template(effective, "k1", "fin/ance", "gpt-4o", "alice", now)
+        expected = plan(
+            effective,
+            Who("k1", "fin/ance", "gpt-4o", "alice"),
+            prefix="gw",
+            periods=Periods(UTC),
+            now=now,
+            prompt_tokens=prompt,
+            answer_cap=cap,
+            reserve=reserve,
+            lease_ms=5000,
+        )
+        assert template.fill(prompt, cap, reserve) == expected
+        assert template.needs_tokens and template.budgets
+
+
+def test_the_planner_starts_a_new_budget_period_and_follows_a_new_policy(tmp_path: Path) -> None:
+    effective = effective_of(tmp_path)
+    planner = Planner("gw", Periods(UTC), 5000)
+    before = planner.template(effective, "k", "t", "m", "", at("2026-11-24 23:59", UTC))
+    assert before is planner.template(effective, "k", "t", "m", "", at("2026-11-24 23:59:59", UTC))
+    after = planner.template(effective, "k", "t", "m", "", at("2026-11-25 00:00", UTC))
+    assert after.fill(0, 0, 0)[-1].counter.key == "{gw}:budget:p/b:2026-11-25:all"
+    reloaded = merge("rev2", load(tmp_path).loaded)  # equal, but another revision's object
+    assert planner.template(reloaded, "k", "t", "m", "", at("2026-11-25 00:00", UTC)).effective is reloaded
