@@ -30,6 +30,7 @@ True and drops it when it says False.
 """
 
 import datetime
+import re
 
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -212,10 +213,47 @@ class ApiKeyRecognizer(EntityRecognizer):
         ]
 
 
+class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
+    """Presidio's PhoneRecognizer, run only around the digits: libphonenumber's matcher walks the whole text
+    once per region (16 here), about 60 % of a 1 KB analysis, while a phone number needs digits. Each run
+    of digits and separators gets a window of PHONE_MARGIN characters either side (windows that touch are
+    merged), the matcher reads the windows, and the spans come back in the text's offsets. A text without
+    a digit has no phone number."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        results: list[RecognizerResult] = []
+        for start, end in _windows(text):
+            for result in super().analyze(text[start:end], entities, nlp_artifacts):
+                result.start += start
+                result.end += start
+                results.append(result)
+        return EntityRecognizer.remove_duplicates(results)  # type: ignore[no-any-return]
+
+
+PHONE_MARGIN = 24
+_DIGITS = re.compile(r"\d[\d\s().\-/]*")
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    windows: list[tuple[int, int]] = []
+    for run in _DIGITS.finditer(text):
+        start, end = max(0, run.start() - PHONE_MARGIN), min(len(text), run.end() + PHONE_MARGIN)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
+
+
 def intl_phone_recognizer() -> EntityRecognizer:
     """Presidio's PhoneRecognizer (PHONE_NUMBER) over PHONE_REGIONS: numbers written with a country code
-    (+44 20 7946 0958, +86 138 0013 8000) and national formats of those regions, validated by libphonenumber."""
-    return PhoneRecognizer(supported_language=LANGUAGE, supported_regions=PHONE_REGIONS, name="IntlPhoneRecognizer")
+    (+44 20 7946 0958, +86 138 0013 8000) and national formats of those regions, validated by libphonenumber;
+    read only around digits (WindowedPhoneRecognizer)."""
+    return WindowedPhoneRecognizer(
+        supported_language=LANGUAGE, supported_regions=PHONE_REGIONS, name="IntlPhoneRecognizer"
+    )
 
 
 def extra_recognizers() -> list[EntityRecognizer]:

@@ -222,6 +222,31 @@ def test_international_phone_numbers_are_found(engine: AnalyzerEngine, number: s
     assert found(engine, f"Reach me at {number} after 5pm", "PHONE_NUMBER") == [number]
 
 
+PHONE_TEXTS = [
+    "Call +1 415-555-0132 or (415) 555-0199, ext. 12, between 9 and 5.",
+    "UK office: 020 7946 0958; Paris: 01 42 68 53 00; Berlin +49 30 901820.",
+    "numbers: 4155550132, 415.555.0133 and 1-800-555-0100 (toll free)",
+    "中国手机 13800138000，座机 010-6552 9988。 Tokyo 03-3224-5000.",  # noqa: RUF001
+    "Invoice 2024-11-05, order 55512, amount 1,234.56 EUR; call +33 6 12 34 56 78.",
+    "+61 2 9374 4000" + " filler words" * 40 + " +65 6123 4567 at the end",
+]
+
+
+@pytest.mark.parametrize("text", PHONE_TEXTS)
+def test_the_windowed_phone_recognizer_finds_what_a_whole_text_pass_finds(text: str) -> None:
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    from gateway.pii.recognizers import LANGUAGE, PHONE_REGIONS, WindowedPhoneRecognizer
+
+    def spans(recognizer: PhoneRecognizer) -> list[tuple[int, int]]:
+        return sorted((r.start, r.end) for r in recognizer.analyze(text, ["PHONE_NUMBER"]))
+
+    whole = PhoneRecognizer(supported_language=LANGUAGE, supported_regions=PHONE_REGIONS)
+    expected = spans(whole)
+    assert expected, "every sample holds a phone number"
+    assert spans(WindowedPhoneRecognizer(supported_language=LANGUAGE, supported_regions=PHONE_REGIONS)) == expected
+
+
 # --- the set ---
 
 
