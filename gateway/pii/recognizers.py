@@ -225,7 +225,7 @@ class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
         for start, end in _windows(text):
-            for result in super().analyze(text[start:end], entities, nlp_artifacts):
+            for result in super().analyze(text[start:end], entities, nlp_artifacts):  # type: ignore[arg-type]
                 result.start += start
                 result.end += start
                 results.append(result)
