@@ -37,6 +37,7 @@ log = logging.getLogger("gateway.pii")
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
 # A run of digits and separators that could be a phone, card, SSN, IBAN, ID or account number; IPv4; IPv6.
 _DIGIT_RUN = re.compile(r"\d[\d\s().+/-]{5,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_DIGIT = re.compile(r"\d")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
 _CAPITAL = re.compile(r"[A-Z]")
 _SECRET_TRIGGERS = tuple(sorted({t for triggers in SECRET_TRIGGERS.values() for t in triggers}))
@@ -54,8 +55,8 @@ def might_contain(text: str, entities: frozenset[str]) -> bool:
         return True
     if "@" in text or "://" in text or "www." in text:
         return True
-    if _DIGIT_RUN.search(text) or (":" in text and _IPV6.search(text)):
-        return True
+    if (_DIGIT.search(text) and _DIGIT_RUN.search(text)) or (":" in text and _IPV6.search(text)):
+        return True  # (a digit first: a third of the run pattern's time on text without one)
     if "API_KEY" not in entities:
         return False
     lowered = text.lower()

@@ -32,6 +32,7 @@ True and drops it when it says False.
 import datetime
 import re
 
+import phonenumbers
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
@@ -214,26 +215,41 @@ class ApiKeyRecognizer(EntityRecognizer):
 
 
 class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
-    """Presidio's PhoneRecognizer, run only around the digits: libphonenumber's matcher walks the whole text
-    once per region (16 here), about 60 % of a 1 KB analysis, while a phone number needs digits. Each run
-    of digits and separators gets a window of PHONE_MARGIN characters either side (windows that touch are
-    merged), the matcher reads the windows, and the spans come back in the text's offsets. A text without
-    a digit has no phone number."""
+    """Presidio's PhoneRecognizer, doing less of the same work. libphonenumber's matcher walks the text once
+    per region (16 here) and parses and validates every candidate each time: about 60 % of a 1 KB analysis.
+
+      - it reads only windows around the digits: each run of digits and separators and PHONE_MARGIN
+        characters either side (windows that touch are merged); a text without a digit has no phone number;
+      - a number found by one region is blanked out of the window for the next ones, and the regions stop
+        once no run of five digits or more is left: "+1 415-555-0132" is found by the first region, and
+        the fifteen others would only find it again (Presidio keeps one of the duplicates anyway).
+
+    The spans come back in the text's offsets, as Presidio's own recognizer reports them."""
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
         for start, end in _windows(text):
-            for result in super().analyze(text[start:end], entities, nlp_artifacts):  # type: ignore[arg-type]
+            window = text[start:end]
+            found: list[RecognizerResult] = []
+            for region in self.supported_regions:
+                matches = list(phonenumbers.PhoneNumberMatcher(window, region, leniency=self.leniency or 0))
+                found += [self._get_recognizer_result(match, window, region, nlp_artifacts) for match in matches]
+                for match in matches:  # the next regions do not see it again
+                    window = window[: match.start] + " " * (match.end - match.start) + window[match.end :]
+                if not _LONG_RUN.search(window):
+                    break
+            for result in found:
                 result.start += start
                 result.end += start
-                results.append(result)
+            results += found
         return EntityRecognizer.remove_duplicates(results)  # type: ignore[no-any-return]
 
 
 PHONE_MARGIN = 24
 _DIGITS = re.compile(r"\d[\d\s().\-/]*")
+_LONG_RUN = re.compile(r"\d(?:[\s().\-/]*\d){4,}")  # five digits or more, separators between
 
 
 def _windows(text: str) -> list[tuple[int, int]]:
