@@ -176,6 +176,7 @@ def bench_analyzer(ctx: Ctx) -> AnalyzerResults:
     seconds, limit = ctx.args.analyzer_seconds, max(ctx.args.requests, 10)
     pii_engine._offline_tldextract()
     engines = {"patterns": pii_engine.build_analyzer(None)}
+    pii_engine._state["patterns"] = engines["patterns"]  # as in a pool process: pattern entities over a blank tokenizer
     if pii_engine.model_available(NER_MODEL):
         engines["NER"] = pii_engine.build_analyzer(NER_MODEL)
     else:
