@@ -6,6 +6,7 @@ pooled upstream client and the pipeline. Nothing lives in module globals.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -317,6 +318,10 @@ def build_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with gateway.running():
+            # what start-up built lives as long as the process: out of the collector's sight, so a full
+            # collection under load walks only the requests' objects (46 ms pauses before, seen as p99)
+            gc.collect()
+            gc.freeze()
             yield
 
     app = Starlette(
