@@ -395,11 +395,6 @@ def sse_texts(endpoint: str, events: Iterable[bytes]) -> Iterator[tuple[str, str
     """The (stream key, text delta) pairs of raw SSE events, skipping [DONE] and events that are not JSON."""
     for raw in events:
         data = sse.event_data(raw)
-        if not data or data == sse.DONE:
-            continue
-        try:
-            event = codec.loads(data)
-        except codec.JSONDecodeError:
-            continue
-        for key, slot in stream_slots(endpoint, event):
+        event = codec.loads_object(data) if data and data != sse.DONE else None
+        for key, slot in stream_slots(endpoint, event) if event is not None else ():
             yield key, slot.get()
