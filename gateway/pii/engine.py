@@ -2,6 +2,7 @@
 
     PiiEngine(settings, processes)   a ProcessPoolExecutor ("spawn": nothing of the gateway's threads or loop
                                      is inherited); each pool process builds one AnalyzerEngine, once
+    await engine.find(texts, entities, threshold) -> [[Span, ...], ...]      the pre-filter, then `analyze`
     await engine.analyze(texts, entities, threshold) -> [[Span, ...], ...]   one list per text; texts seen
                                      before are answered from a bounded cache (gateway.pii.cache)
     engine.start()                   warm the pool up (spaCy and Presidio load in seconds, not per request)
@@ -40,6 +41,7 @@ _DIGIT_RUN = re.compile(r"\d[\d\s().+/-]{5,}\d|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3
 _DIGIT = re.compile(r"\d")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
 _CAPITAL = re.compile(r"[A-Z]")
+OFF_LOOP_TEXTS, OFF_LOOP_CHARS = 256, 64 * 1024  # the pre-filter runs on the loop, for more than this in a thread
 _SECRET_TRIGGERS = tuple(sorted({t for triggers in SECRET_TRIGGERS.values() for t in triggers}))
 
 
@@ -61,6 +63,10 @@ def might_contain(text: str, entities: frozenset[str]) -> bool:
         return False
     lowered = text.lower()
     return any(trigger in lowered for trigger in _SECRET_TRIGGERS)
+
+
+def _candidates(texts: Sequence[str], entities: frozenset[str]) -> list[int]:
+    return [i for i, text in enumerate(texts) if text and might_contain(text, entities)]
 
 
 def model_available(name: str | None) -> bool:
@@ -125,6 +131,22 @@ class PiiEngine:
     def status(self) -> dict[str, object]:
         state = {"ready": self.ready, "ner": self.spacy_model, "processes": self.processes, "failures": self.failures}
         return {**state, "cache": self.cache.status()}
+
+    async def find(self, texts: Sequence[str], entities: frozenset[str], threshold: float) -> list[list[Span]]:
+        """The spans in each text: the pre-filter first (in a thread for many or long texts), the analyzer only
+        for the texts it cannot clear. Without the NER pipeline, names are not looked for at all."""
+        if not self.ner:
+            entities -= NER_ENTITIES
+        if len(texts) > OFF_LOOP_TEXTS or sum(map(len, texts)) > OFF_LOOP_CHARS:
+            wanted = await asyncio.to_thread(_candidates, texts, entities)
+        else:
+            wanted = _candidates(texts, entities)
+        found: list[list[Span]] = [[] for _ in texts]
+        if wanted:
+            analyzed = await self.analyze([texts[i] for i in wanted], sorted(entities), threshold)
+            for i, spans in zip(wanted, analyzed, strict=True):
+                found[i] = spans
+        return found
 
     async def analyze(self, texts: Sequence[str], entities: Sequence[str], threshold: float) -> list[list[Span]]:
         """The spans found in each text; texts analyzed before (the cache) do not go to the pool again."""

@@ -5,7 +5,7 @@ back (it went upstream as a placeholder, which the analyzer does not take for pe
 model made up or remembered does not.
 
     OutputMasker.of(effective, engine, salt, window) -> OutputMasker | None   None: no rule asks
-    await masker.find(texts) -> [[Span]]     the pre-filter, then the analyzer pool; PiiUnavailableError passes up
+    await masker.find(texts) -> [[Span]]     PiiEngine.find (pre-filter, then the pool); PiiUnavailableError passes up
     masker.apply(text, spans) -> str         spans replaced and counted (masker.counts)
     await mask_answer(endpoint, body, masker) -> bytes   a whole JSON answer
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from gateway import codec
 from gateway.guardrails.texts import drop_logprobs, response_slots
-from gateway.pii.engine import NER_ENTITIES, PiiEngine, might_contain
+from gateway.pii.engine import NER_ENTITIES, PiiEngine
 from gateway.pii.vault import Action, Span, Vault, redact
 from gateway.policy.compiled import Effective
 
@@ -56,15 +56,8 @@ class OutputMasker:
         return cls(engine, actions, threshold, salt, window, fail_open)
 
     async def find(self, texts: Sequence[str]) -> list[list[Span]]:
-        """The values in each text; texts the pre-filter clears are not sent to the analyzer."""
-        entities = frozenset(self.actions)
-        wanted = [i for i, text in enumerate(texts) if text and might_contain(text, entities)]
-        found: list[list[Span]] = [[] for _ in texts]
-        if wanted:
-            spans = await self.engine.analyze([texts[i] for i in wanted], sorted(entities), self.threshold)
-            for i, each in zip(wanted, spans, strict=True):
-                found[i] = each
-        return found
+        """The values in each text (PiiEngine.find: texts the pre-filter clears are not analyzed)."""
+        return await self.engine.find(texts, frozenset(self.actions), self.threshold)
 
     def apply(self, text: str, spans: Sequence[Span]) -> str:
         return redact(text, spans, self.actions, self.counts, self.salt) if spans else text

@@ -16,7 +16,6 @@ every applying rule says `on_error: fail_open`, which passes it unchanged and re
 gets entity types, counts and actions (ctx.pii), never a value.
 """
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
@@ -24,7 +23,7 @@ from gateway import codec
 from gateway.errors import PiiUnavailable, PolicyViolation
 from gateway.guardrails import texts
 from gateway.pii.conversations import Conversations
-from gateway.pii.engine import NER_ENTITIES, PiiEngine, PiiUnavailableError, might_contain
+from gateway.pii.engine import PiiEngine, PiiUnavailableError
 from gateway.pii.output import OutputMasker, mask_answer
 from gateway.pii.restore import StreamRestorer, restore_json
 from gateway.pii.vault import Action, Vault, redact
@@ -33,7 +32,6 @@ from gateway.policy.compiled import Effective
 from gateway.policy.engine import Decision
 
 STRICTNESS: dict[Action, int] = {"block": 3, "mask": 2, "hash": 1, "pseudonymise": 0}
-OFF_LOOP_SLOTS = 256  # the pre-filter runs on the loop; for more texts than this, in a thread
 
 
 def merged_actions(effective: Effective) -> tuple[dict[str, Action], dict[str, Action], float, bool]:
@@ -64,26 +62,18 @@ class Redact:
         if effective is None or not effective.pii:
             return
         enforced, shadowed, threshold, fail_open = merged_actions(effective)
-        entities = frozenset(enforced) | frozenset(shadowed)
-        if not self.engine.ner:  # names cannot be found without the NER pipeline: no reason to look for them
-            entities -= NER_ENTITIES
         slots = texts.request_slots(ctx.endpoint, ctx.body)
         strings = [slot.get() for slot in slots]
-        if len(strings) > OFF_LOOP_SLOTS or sum(map(len, strings)) > 64 * 1024:
-            wanted = await asyncio.to_thread(_candidates, strings, entities)
-        else:
-            wanted = _candidates(strings, entities)
-        if not wanted:
-            return
         try:
-            found = await self.engine.analyze([strings[i] for i in wanted], sorted(entities), threshold)
+            found = await self.engine.find(strings, frozenset(enforced) | frozenset(shadowed), threshold)
         except PiiUnavailableError as exc:
-            ref = effective.pii[0][0]
-            _record(ctx, effective.revision, ref.policy, ref.rule, "shadow", f"analyzer failed: {exc}"[:200])
+            _record(ctx, "shadow", f"analyzer failed: {exc}"[:200])
             if fail_open:
                 return
             raise PiiUnavailable("Personal data could not be checked right now; the request was not sent.") from exc
-        spans = {i: found_spans for i, found_spans in zip(wanted, found, strict=True)}
+        if not any(found):
+            return
+        spans = dict(enumerate(found))
         conversation = ctx.headers.get(self.header) if self.conversations is not None and self.header else None
         vault = Vault()
         if conversation and self.conversations is not None and any(spans.values()):
@@ -97,11 +87,11 @@ class Redact:
         ref = effective.pii[0][0]
         for entity, count in sorted(seen.items()):
             if entity in shadowed and entity not in enforced:
-                _record(ctx, effective.revision, ref.policy, ref.rule, "shadow", f"{entity} x{count}")
+                _record(ctx, "shadow", f"{entity} x{count}")
         blocked = sorted(entity for entity in seen if enforced.get(entity) == "block")
         if blocked:
             for entity in blocked:
-                _record(ctx, effective.revision, ref.policy, ref.rule, "block", f"{entity} x{seen[entity]}")
+                _record(ctx, "block", f"{entity} x{seen[entity]}")
             ctx.pii = [{"entity": e, "count": seen[e], "action": "block"} for e in blocked]
             message = f"The request contains personal data that may not be sent: {', '.join(blocked)}."
             raise PolicyViolation(message, policy=ref.policy, rule=ref.rule)
@@ -121,15 +111,15 @@ class Redact:
         ctx.pii = [{"entity": e, "count": n, "action": a} for (e, a), n in sorted(vault.counts().items())]
         for item in ctx.pii:
             detail = f"{item['entity']} x{item['count']} {item['action']}"
-            _record(ctx, effective.revision, ref.policy, ref.rule, "redact", detail)
+            _record(ctx, "redact", detail)
 
 
-def _candidates(strings: list[str], entities: frozenset[str]) -> list[int]:
-    return [i for i, text in enumerate(strings) if text and might_contain(text, entities)]
-
-
-def _record(ctx: RequestContext, revision: str, policy: str, rule: str, action: str, detail: str) -> None:
-    ctx.decisions.append(Decision(policy, revision, rule, "pii", action, "input", detail, 0))  # type: ignore[arg-type]
+def _record(ctx: RequestContext, action: str, detail: str, where: str = "input") -> None:
+    """A decision of the first pii rule in force (the rules act as one)."""
+    assert ctx.policy is not None
+    ref = ctx.policy.pii[0][0]
+    decision = Decision(ref.policy, ctx.policy.revision, ref.rule, "pii", action, where, detail, 0)  # type: ignore[arg-type]
+    ctx.decisions.append(decision)
 
 
 class MaskAnswer:
@@ -209,14 +199,10 @@ def _masked(ctx: RequestContext, masker: OutputMasker) -> None:
     if not items or ctx.policy is None:
         return
     ctx.pii.extend(items)
-    ref = ctx.policy.pii[0][0]
     for item in items:
-        detail = f"{item['entity']} x{item['count']} {item['action']}"
-        ctx.decisions.append(Decision(ref.policy, ctx.policy.revision, ref.rule, "pii", "redact", "output", detail, 0))
+        _record(ctx, "redact", f"{item['entity']} x{item['count']} {item['action']}", "output")
 
 
 def _unchecked(ctx: RequestContext, exc: PiiUnavailableError) -> None:
     if ctx.policy is not None:
-        ref = ctx.policy.pii[0][0]
-        detail = f"answer not checked: {exc}"[:200]
-        ctx.decisions.append(Decision(ref.policy, ctx.policy.revision, ref.rule, "pii", "shadow", "output", detail, 0))
+        _record(ctx, "shadow", f"answer not checked: {exc}"[:200], "output")
