@@ -369,8 +369,26 @@ def bench_gateway(
         if deployments == 1:
             stream_load(run, target, server, f"Bearer {key}")
         server.note_rss("after load")
+        if redis:
+            run.notes.append(redis_script_time(redis))
     finally:
         procs.stop(server)
+
+
+def redis_script_time(url: str) -> str:
+    """What the limits scripts cost Redis itself over the whole run (INFO commandstats: calls, us per call)."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    done = subprocess.run(["redis-cli", "-p", port, "info", "commandstats"], capture_output=True, text=True, check=False)
+    stats = {}
+    for line in done.stdout.splitlines():
+        name, _, fields = line.partition(":")
+        if name.startswith("cmdstat_"):
+            stats[name[8:]] = dict(field.split("=") for field in fields.split(","))
+    calls = {name: stat for name, stat in stats.items() if name in ("evalsha", "eval")}
+    if not calls:
+        return f"Redis commandstats: no script calls recorded ({done.stderr.strip() or 'empty answer'})"
+    parts = [f"{name} {int(s['calls']):,} calls, {float(s['usec_per_call']):.1f} us per call" for name, s in calls.items()]
+    return "Redis time in the limits scripts (INFO commandstats, whole run): " + "; ".join(parts)
 
 
 def place_shipper(run: Run, gateway_pid: int) -> None:
