@@ -4,12 +4,12 @@ Calls made in the same turn of the event loop (concurrent requests) leave togeth
 write and one read for the lot, instead of one round trip each; a lone call goes alone. Settlements are
 lazy: nobody waits for them, so they ride along with the next admission's pipeline, or leave on their own
 after LAZY_SECONDS, whichever comes first; a busy gateway thus pays about one round trip per request.
-The scripts travel over `wire.Channel` (its own connections, packed by hiredis); redis-py's client is kept
-for the probe, `gateway budgets` scans and the PII conversations.
+The scripts travel over `wire.Channel` (one pipelined connection, replies parsed by hiredis as they come);
+redis-py's client is kept for the probe, `gateway budgets` scans and the PII conversations.
 
-When the server has forgotten the scripts (a restart, SCRIPT FLUSH) the calls that got NOSCRIPT load them
-and run again, so a restarted Redis needs nothing from us. Connection errors and timeouts surface as
-`BackendDown`; the limits service decides what that means (fail open or closed, retry later).
+When the server has forgotten the scripts (a restart, SCRIPT FLUSH) the channel loads the script of a call
+that got NOSCRIPT and runs it again, so a restarted Redis needs nothing from us. Connection errors and
+timeouts surface as `BackendDown`; the limits service decides what that means (fail open or closed, retry later).
 """
 
 import asyncio
@@ -19,12 +19,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.limits import scripts
 from gateway.limits.counters import Admission, Counter, Crossed, State
-from gateway.limits.wire import Arg, Channel
+from gateway.limits.wire import Channel
 
 LAZY_SECONDS = 0.005
 KEEP_MS = 40 * 24 * 3600 * 1000  # a budget period's counters outlive it by 40 days, for `gateway budgets`
@@ -47,19 +47,15 @@ class RedisBackend:
             retry_on_timeout=False,
         )
         self.client = aioredis.Redis(connection_pool=pool)  # pings, scans, and the PII conversations
-        self.channel = Channel(url, max(timeout, 1.0), timeout, pool_size)  # the scripts
         self.sources = {name: getattr(scripts, name) for name in ("ADMIT", "SETTLE", "PEEK")}
         self.shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self.sources.items()}
-        self._pending: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-        self._soon: asyncio.Handle | None = None  # a flush in this turn of the loop
-        self._later: asyncio.TimerHandle | None = None  # a flush of lazy calls only
+        by_sha = {self.shas[name]: source for name, source in self.sources.items()}
+        self.channel = Channel(url, max(timeout, 1.0), timeout, LAZY_SECONDS, by_sha)  # the scripts
 
     async def ping(self) -> None:
         await self._call(self.client.ping())
 
     async def close(self) -> None:
-        await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.channel.close()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
@@ -105,57 +101,8 @@ class RedisBackend:
         return sorted(found)
 
     def _eval(self, name: str, keys: list[str], args: list[str], lazy: bool = False) -> "asyncio.Future[Any]":
-        """EVALSHA `name` in the next pipeline: calls made in this turn of the loop share one round trip."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((("EVALSHA", self.shas[name], len(keys), *keys, *args), future))
-        if self._soon is None:
-            if not lazy:
-                self._soon = loop.call_soon(self._flush)
-            elif self._later is None:
-                self._later = loop.call_later(LAZY_SECONDS, self._flush)
-        return future
-
-    def _flush(self) -> None:
-        for handle in (self._soon, self._later):
-            if handle is not None:
-                handle.cancel()
-        self._soon = self._later = None
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Arg, ...], "asyncio.Future[Any]"]]) -> None:
-        try:
-            results = await self._run([command for command, _ in batch])
-        except BaseException as exc:  # the whole batch failed (a connection error): every caller hears it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _run(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
-        results = await self.channel.run(commands)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:  # the server restarted or flushed its scripts: load them, run those calls again
-            for loaded in await self.channel.run([("SCRIPT", "LOAD", source) for source in self.sources.values()]):
-                if isinstance(loaded, BaseException):
-                    raise loaded
-            for i, result in zip(missing, await self.channel.run([commands[i] for i in missing]), strict=True):
-                results[i] = result
-        return results
+        """EVALSHA `name`: calls made in this turn of the loop leave together; a lazy one waits for company."""
+        return self.channel.send(("EVALSHA", self.shas[name], len(keys), *keys, *args), lazy)
 
     async def _call(self, awaitable: Any) -> Any:
         try:
