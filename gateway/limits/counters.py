@@ -107,12 +107,26 @@ class _Budget:
     expire_at_ms: int = 0
 
     def purge(self, now: int) -> None:
-        if not self.leases or now < min(expiry for expiry, _ in self.leases.values()):
+        leases = self.leases
+        while leases:  # oldest first (see _expire): only what has expired is looked at
+            ticket = next(iter(leases))
+            expiry, amount = leases[ticket]
+            if expiry > now:
+                return
+            del leases[ticket]
+            self.reserved -= amount
+
+
+def _expire(leases: dict[str, int], now: int) -> None:
+    """Drop the expired leases of a counter, oldest first. A dict keeps insertion order, and every lease of a
+    counter lasts the same `window_ms`, so the first one is the next to expire: an admission costs the leases
+    that expired, not every lease in flight (a clock stepped back, or a new lease_seconds, only delays the
+    expiry of leases taken after; leases are for requests that never settled, such as a crashed worker's)."""
+    while leases:
+        ticket = next(iter(leases))
+        if leases[ticket] > now:
             return
-        for ticket, (expiry, amount) in list(self.leases.items()):
-            if expiry <= now:
-                del self.leases[ticket]
-                self.reserved -= amount
+        del leases[ticket]
 
 
 def now_ms() -> int:
@@ -158,10 +172,7 @@ class LocalBackend:
             leases = self.leases.get(c.key)
             if leases is None:
                 leases = self.leases[c.key] = {}
-            if leases and now >= min(leases.values()):
-                for lease, expiry in list(leases.items()):
-                    if expiry <= now:
-                        del leases[lease]
+            _expire(leases, now)
             return len(leases) + 1 <= c.limit, len(leases), 1000
         log = self.logs.get(c.key)
         if log is None:

@@ -79,9 +79,10 @@ class Price:
 FREE = Price(0, 0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Usage:
-    """Tokens of one request; cached_input_tokens are a part of input_tokens, as in OpenAI's usage."""
+    """Tokens of one request; cached_input_tokens are a part of input_tokens, as in OpenAI's usage. Built for
+    every request: a plain slots dataclass (a frozen one builds several times slower); nothing changes it."""
 
     input_tokens: int = 0
     output_tokens: int = 0

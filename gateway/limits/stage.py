@@ -128,32 +128,37 @@ def _refusal(planned: list[Planned], admission: Admission, limit_headers: dict[s
 
 def headers(planned: list[Planned], admission: Admission) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, from the tightest enforced RPM and TPM counters."""
-    tightest: dict[str, tuple[int, int, int]] = {}  # kind → (remaining, limit, reset ms), the smallest
+    rpm = tpm = None  # (remaining, limit, reset ms) of the tightest of each
     for item, state in zip(planned, admission.states, strict=True):
         c = item.counter
-        if (c.kind == "rpm" or c.kind == "tpm") and c.enforce:
+        kind = c.kind
+        if (kind == "rpm" or kind == "tpm") and c.enforce:
             row = (c.limit - state.used, c.limit, state.reset_ms)
-            known = tightest.get(c.kind)
-            if known is None or row < known:
-                tightest[c.kind] = row
+            if kind == "rpm":
+                if rpm is None or row < rpm:
+                    rpm = row
+            elif tpm is None or row < tpm:
+                tpm = row
     out: dict[str, str] = {}
-    for kind, noun in (("rpm", "requests"), ("tpm", "tokens")):
-        if kind in tightest:
-            remaining, limit, reset = tightest[kind]
-            out[f"x-ratelimit-limit-{noun}"] = str(limit)
-            out[f"x-ratelimit-remaining-{noun}"] = str(max(0, remaining))
-            out[f"x-ratelimit-reset-{noun}"] = duration(reset)
+    if rpm is not None:
+        out["x-ratelimit-limit-requests"] = str(rpm[1])
+        out["x-ratelimit-remaining-requests"] = str(max(0, rpm[0]))
+        out["x-ratelimit-reset-requests"] = duration(rpm[2])
+    if tpm is not None:
+        out["x-ratelimit-limit-tokens"] = str(tpm[1])
+        out["x-ratelimit-remaining-tokens"] = str(max(0, tpm[0]))
+        out["x-ratelimit-reset-tokens"] = duration(tpm[2])
     return out
 
 
 def duration(ms: int) -> str:
-    """OpenAI's reset format: "20ms", "1.5s", "6m0s"."""
-    ms = max(0, ms)
+    """OpenAI's reset format: "20ms", "1.5s", "6m0s" (whole milliseconds, in integers)."""
     if ms < 1000:
-        return f"{ms}ms"
-    minutes, seconds = divmod(ms / 1000, 60)
-    text = f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{int(minutes)}m{text}" if minutes else text
+        return f"{max(0, ms)}ms"
+    minutes, rest = divmod(ms, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    text = f"{seconds}.{millis:03d}".rstrip("0").rstrip(".") + "s" if millis else f"{seconds}s"
+    return f"{minutes}m{text}" if minutes else text
 
 
 class AskUsage:

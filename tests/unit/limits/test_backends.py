@@ -153,3 +153,18 @@ async def test_concurrent_calls_share_a_pipeline_and_each_gets_its_own_answer(re
         assert sum(not r.ok for r in results) == 10
     finally:
         await redis.close()
+
+
+def test_in_process_leases_expire_oldest_first_and_settled_ones_are_gone() -> None:
+    local = LocalBackend()
+    slots = Counter("concurrent", "{t}:conc:a", 10_000, 1, 1000)
+    budget = Counter("budget", "{t}:budget:a", 10**9, 5, 1000, expire_at_ms=10**15)
+    for n in range(3000):  # taken 1 ms apart; every third one settles, the rest are left to expire
+        assert local.admit_now([slots, budget], f"l{n}", 1_000 + n).ok
+        if n % 3 == 0:
+            local.settle_now([slots, budget], [1, 2], f"l{n}")
+    # at 4_500 the leases taken at 3_500 or before have expired (1000 ms leases): n <= 2_500
+    state = local.admit_now([slots, budget], "late", 4_500)
+    live = [n for n in range(2_501, 3000) if n % 3 != 0]
+    assert state.states[0].used == len(live) + 1
+    assert state.states[1].used == (3000 // 3) * 2 + 5 * (len(live) + 1)  # spent + reserved
