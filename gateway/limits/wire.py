@@ -121,8 +121,8 @@ class Channel:
         if self._soon is None:
             if not lazy:
                 self._soon = loop.call_soon(self._flush)
-            elif self._later is None:
-                self._later = loop.call_later(self.lazy_seconds, self._flush)
+            elif self._later is None:  # at most one such timer: it is not cancelled by an earlier flush
+                self._later = loop.call_later(self.lazy_seconds, self._flush_late)
         return future
 
     async def run(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
@@ -133,11 +133,15 @@ class Channel:
                 raise answer
         return answers
 
+    def _flush_late(self) -> None:
+        self._later = None
+        if self._soon is None:
+            self._flush()
+
     def _flush(self) -> None:
-        for handle in (self._soon, self._later):
-            if handle is not None:
-                handle.cancel()
-        self._soon = self._later = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if not self._queued:
             return
         if self._replies is None:
