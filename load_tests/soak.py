@@ -6,8 +6,11 @@ Starts the mock upstream and the gateway (each pinned to a core, on loopback), t
 keeps `--concurrency` clients busy with a fixed mix: plain chat completions, complete streams, streams the
 client abandons after the first chunk (the upstream must see them cancelled), and refused requests (unknown
 model, malformed JSON). Every `--every` seconds it samples the gateway's RSS, open descriptors and TCP
-connections. A leak shows as a column that keeps growing; the report ends with the mock's stream counters,
-which must show no stream left open. Bounded in time, loopback only, stops what it started by PID.
+connections. `--limits redis|memory` also puts every request under rate limits and a budget that never
+refuse (counted in a redis-server started here, on core 1, whose RSS is sampled too, or in the process):
+their sliding windows hold a minute of admissions, so memory must level off after the first minute. A leak
+shows as a column that keeps growing; the report ends with the mock's stream counters, which must show no
+stream left open. Bounded in time, loopback only, stops what it started by PID.
 """
 
 import argparse
@@ -37,6 +40,13 @@ models:
 CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"soak test message"}]}'
 STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"soak stream"}]}'
 ABANDON = b'{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"' + b"word " * 40 + b'"}]}'
+LIMITS_POLICY = """\
+policies:
+  - name: soak-limits
+    rules:
+      - {name: per-key, kind: rate_limit, per: [key], rpm: 100000000, tpm: 1000000000000, concurrent: 100000}
+      - {name: team-budget, kind: budget, per: [team], usd: 1000000000, period: month}
+"""
 MIX = ["chat"] * 5 + ["stream"] * 2 + ["abandon"] * 2 + ["unknown_model", "bad_json"]
 
 
@@ -66,15 +76,25 @@ async def client(url: str, key: str, until: float, counts: dict[str, int], start
                 counts[f"{kind} {type(exc).__name__}"] = counts.get(f"{kind} {type(exc).__name__}", 0) + 1
 
 
-def sample(pid: int, upstream_port: int) -> dict[str, int]:
+def sample(pid: int, upstream_port: int, redis_pid: int | None = None) -> dict[str, int]:
     process = psutil.Process(pid)
     upstream = [c for c in process.net_connections("tcp") if c.raddr and c.raddr.port == upstream_port]
-    return {"rss_kb": procs.rss_kb(pid), "fds": process.num_fds(), "upstream_conns": len(upstream)}
+    values = {"rss_kb": procs.rss_kb(pid), "fds": process.num_fds(), "upstream_conns": len(upstream)}
+    if redis_pid is not None:
+        values["redis_rss_kb"] = procs.rss_kb(redis_pid)
+    return values
 
 
-async def soak(args: argparse.Namespace, gateway: procs.Server, mock: procs.Server, key: str) -> list[str]:
+async def soak(
+    args: argparse.Namespace, gateway: procs.Server, mock: procs.Server, key: str, redis: procs.Server | None
+) -> list[str]:
     mock_port = int(mock.url.rsplit(":", 1)[1])
-    rows = [f"| 0 | idle | {_cells(sample(gateway.pid, mock_port))} |"]
+    redis_pid = redis.pid if redis is not None else None
+
+    def sample_now() -> str:
+        return _cells(sample(gateway.pid, mock_port, redis_pid))
+
+    rows = [f"| 0 | idle | {sample_now()} |"]
     counts: dict[str, int] = {}
     began = time.monotonic()
     until = began + args.duration
@@ -83,17 +103,18 @@ async def soak(args: argparse.Namespace, gateway: procs.Server, mock: procs.Serv
     while time.monotonic() < until:
         await asyncio.sleep(min(args.every, max(0.0, until - time.monotonic())))
         done = sum(counts.values())
-        rows.append(f"| {time.monotonic() - began:.0f} | {done:,} | {_cells(sample(gateway.pid, mock_port))} |")
+        rows.append(f"| {time.monotonic() - began:.0f} | {done:,} | {sample_now()} |")
         print(rows[-1], flush=True)
     await asyncio.gather(*clients)
     await asyncio.sleep(3)
-    rows.append(f"| +3 s quiet | {sum(counts.values()):,} | {_cells(sample(gateway.pid, mock_port))} |")
+    rows.append(f"| +3 s quiet | {sum(counts.values()):,} | {sample_now()} |")
     tally = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(counts.items()))
     return [*rows, "", f"Responses by kind and status: {tally}"]
 
 
 def _cells(values: dict[str, int]) -> str:
-    return f"{values['rss_kb'] / 1024:.1f} | {values['fds']} | {values['upstream_conns']}"
+    cells = f"{values['rss_kb'] / 1024:.1f} | {values['fds']} | {values['upstream_conns']}"
+    return cells + (f" | {values['redis_rss_kb'] / 1024:.1f}" if "redis_rss_kb" in values else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--every", type=float, default=10)
     parser.add_argument("--chunk-delay-ms", type=float, default=20, help="mock delay between chunks of slow-model")
+    parser.add_argument(
+        "--limits", choices=("off", "redis", "memory"), default="off", help="rate limits and a budget on every request"
+    )
     parser.add_argument("--out", type=Path, default=Path(f"load_tests/reports/soak-{datetime.now():%Y-%m-%d}.md"))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
@@ -114,21 +138,45 @@ def main(argv: list[str] | None = None) -> None:
         servers.append(mock)
         procs.wait_ready(mock, "/health")
         _set_chunk_delay(mock.url, args.chunk_delay_ms)
+        redis = None
+        text = GATEWAY_YAML.format(mock=mock.url)
+        if args.limits != "off":
+            (work / "policies").mkdir()
+            (work / "policies" / "limits.yaml").write_text(LIMITS_POLICY)
+            text = text.replace(
+                "api_key: env:MOCK_UPSTREAM_KEY}", "api_key: env:MOCK_UPSTREAM_KEY, price: {input: 1, output: 2}}"
+            )
+            text += f"policies: {{dir: {work / 'policies'}}}\n"
+        if args.limits == "redis":
+            redis = _start_redis(work)
+            servers.append(redis)
+            text += f"limits: {{redis_url: '{redis.url}'}}\n"
         config = work / "gateway.yaml"
-        config.write_text(GATEWAY_YAML.format(mock=mock.url))
+        config.write_text(text)
         key = _key(config, env)
         port = procs.free_port()
         gateway_argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
         gateway = procs.start("gateway", gateway_argv, 0, f"http://127.0.0.1:{port}", work, env)
         servers.append(gateway)
         procs.wait_ready(gateway, "/healthz")
-        rows = asyncio.run(soak(args, gateway, mock, key))
+        rows = asyncio.run(soak(args, gateway, mock, key, redis))
         with urllib.request.urlopen(mock.url + "/_mock/stats", timeout=5) as response:
             stats = json.loads(response.read())
         _report(args, rows, stats)
     finally:
         for server in reversed(servers):
             procs.stop(server)
+
+
+def _start_redis(work: Path) -> procs.Server:
+    port = procs.free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis = procs.start("redis", argv, 1, f"redis://127.0.0.1:{port}/0", work)
+    for _ in range(100):
+        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).returncode == 0:
+            return redis
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not start:\n{redis.log_tail()}")
 
 
 def _set_chunk_delay(mock_url: str, delay_ms: float) -> None:
@@ -151,9 +199,12 @@ def _report(args: argparse.Namespace, rows: list[str], stats: object) -> None:
         f"- {args.duration:g} s of steady traffic, {args.concurrency} concurrent clients, mix per client: "
         f"{', '.join(MIX)}; abandoned streams come from a model whose chunks are {args.chunk_delay_ms:g} ms apart",
         "- gateway on core 0, mock upstream and clients on core 1 (loopback only)",
+        f"- limits: {args.limits}"
+        + (" (RPM, TPM, concurrency per key and a team budget on every request)" if args.limits != "off" else ""),
         "",
-        "| seconds | responses | gateway RSS MB | open fds | connections to upstream |",
-        "|---|---|---|---|---|",
+        "| seconds | responses | gateway RSS MB | open fds | connections to upstream |"
+        + (" redis RSS MB |" if args.limits == "redis" else ""),
+        "|---|---|---|---|---|" + ("---|" if args.limits == "redis" else ""),
         *rows,
         "",
         f"Mock upstream stream counters at the end: {stats}",
