@@ -13,8 +13,9 @@ timeouts surface as `BackendDown`; the limits service decides what that means (f
 """
 
 import asyncio
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.limits import scripts
 from gateway.limits.counters import Admission, Counter, Crossed, State
-from gateway.limits.wire import Channel
+from gateway.limits.wire import Arg, Channel
 
 LAZY_SECONDS = 0.005
 KEEP_MS = 40 * 24 * 3600 * 1000  # a budget period's counters outlive it by 40 days, for `gateway budgets`
@@ -60,16 +61,23 @@ class RedisBackend:
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
-    async def admit(self, counters: list[Counter], ticket: str) -> Admission:
+    async def admit(
+        self, counters: list[Counter], ticket: str, abandoned: Callable[[Admission], None] | None = None
+    ) -> Admission:
+        """`abandoned` hears the admission if the caller is cancelled while it is on its way (the script runs
+        anyway: whatever it took must be given back)."""
         args = [ticket]
         for c in counters:
             args.append(f"{c.kind} {c.limit} {c.amount} {c.window_ms} {c.expire_at_ms} {int(c.enforce)} {KEEP_MS}")
-        out = list(map(int, await self._call(self._eval("ADMIT", _keys(counters), args))))
-        end = 3 + 2 * len(counters)
-        states = tuple(map(State, out[3:end:2], out[4:end:2]))
-        over = tuple(i - 1 for i in out[end:])
-        refused = out[1] - 1 if out[1] else None
-        return Admission(bool(out[0]), refused, out[2], states, over)
+        orphan = None if abandoned is None else functools.partial(_orphaned, len(counters), abandoned)
+        command: tuple[Arg, ...] = ("EVALSHA", self.shas["ADMIT"], 2 * len(counters), *_keys(counters), *args)
+        answer = self.channel.send(command, orphan=orphan)
+        try:
+            return admission_of(await self._call(answer), len(counters))
+        except asyncio.CancelledError:  # answered already, but cancelled before it could resume: the same
+            if abandoned is not None and answer.done() and not answer.cancelled() and answer.exception() is None:
+                abandoned(admission_of(answer.result(), len(counters)))
+            raise
 
     async def settle(self, counters: list[Counter], actual: list[int], ticket: str, retry: bool) -> list[Crossed]:
         return crossed_of(await self._call(self.settle_later(counters, actual, ticket, retry)))
@@ -111,6 +119,21 @@ class RedisBackend:
             if is_down(exc):
                 raise BackendDown(f"{type(exc).__name__}: {exc}") from exc
             raise
+
+
+def admission_of(answer: list[Any], count: int) -> Admission:
+    """The ADMIT script's answer for `count` counters."""
+    out = list(map(int, answer))
+    end = 3 + 2 * count
+    states = tuple(map(State, out[3:end:2], out[4:end:2]))
+    over = tuple(i - 1 for i in out[end:])
+    refused = out[1] - 1 if out[1] else None
+    return Admission(bool(out[0]), refused, out[2], states, over)
+
+
+def _orphaned(count: int, abandoned: Callable[[Admission], None], answer: Any) -> None:
+    if isinstance(answer, list):
+        abandoned(admission_of(answer, count))
 
 
 def crossed_of(answer: list[Any]) -> list[Crossed]:

@@ -13,6 +13,7 @@ also queued for Redis, so the shared budget sees it when Redis returns.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -76,8 +77,9 @@ class Limits:
     async def admit(self, planned: list[Planned], ticket: str) -> Held:
         counters = [p.counter for p in planned]
         if self.redis is not None and self.up:
+            abandoned = functools.partial(self._abandoned, planned, ticket)
             try:
-                return Held(ticket, planned, await self.redis.admit(counters, ticket), "redis")
+                return Held(ticket, planned, await self.redis.admit(counters, ticket, abandoned), "redis")
             except BackendDown as exc:
                 self._down(exc)
         if self.redis is not None:
@@ -88,6 +90,13 @@ class Limits:
                     f"'{closed.ref.policy}' fails closed while the limits store is unreachable)."
                 )
         return Held(ticket, planned, await self.local.admit(counters, ticket), "process")
+
+    def _abandoned(self, planned: list[Planned], ticket: str, admission: Admission) -> None:
+        """A request cancelled (its client gone) while its admission was on its way: what the admission took
+        is given back, as by a request that used nothing, so no slot or reservation waits for its lease."""
+        if admission.ok:
+            nothing = [0 if p.counter.kind in ("tpm", "budget") else 1 for p in planned]  # as Settle's _actual
+            self.settle(Held(ticket, planned, admission, "redis"), nothing)
 
     def settle(self, held: Held, actual: list[int]) -> None:
         if held.backend == "process":

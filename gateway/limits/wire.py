@@ -24,7 +24,7 @@ Everything else (the probe, `gateway budgets` scans, the PII conversations) uses
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import hiredis
@@ -44,11 +44,14 @@ def pack(command: tuple[Arg, ...]) -> bytes:
 class _Waiting:
     """A command written and not yet answered."""
 
-    __slots__ = ("deadline", "future", "packed", "resent")
+    __slots__ = ("deadline", "future", "orphan", "packed", "resent")
 
-    def __init__(self, future: "asyncio.Future[Any]", packed: bytes) -> None:
+    def __init__(
+        self, future: "asyncio.Future[Any]", packed: bytes, orphan: Callable[[Any], None] | None = None
+    ) -> None:
         self.future = future
         self.packed = packed
+        self.orphan = orphan  # hears the reply if nobody waits for it any more (the caller was cancelled)
         self.deadline = 0.0
         self.resent = False
 
@@ -84,6 +87,8 @@ class _Replies(asyncio.Protocol):
                 item.future.set_exception(reply)
         elif not item.future.done():
             item.future.set_result(reply)
+        elif item.orphan is not None and item.future.cancelled():
+            item.orphan(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.channel.drop(self, RedisConnectionError(f"Connection to Redis lost: {exc or 'closed by the server'}"))
@@ -112,12 +117,15 @@ class Channel:
         self._later: asyncio.TimerHandle | None = None
         self._watch: asyncio.TimerHandle | None = None
 
-    def send(self, command: tuple[Arg, ...], lazy: bool = False) -> "asyncio.Future[Any]":
+    def send(
+        self, command: tuple[Arg, ...], lazy: bool = False, orphan: Callable[[Any], None] | None = None
+    ) -> "asyncio.Future[Any]":
         """The future answer to `command`: its reply; it fails with the ResponseError Redis answered, or with
-        a redis ConnectionError or TimeoutError."""
+        a redis ConnectionError or TimeoutError. A command whose future is cancelled is still sent (it may be
+        on its way already): `orphan` then gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append(_Waiting(future, pack(command)))
+        self._queued.append(_Waiting(future, pack(command), orphan))
         if self._soon is None:
             if not lazy:
                 self._soon = loop.call_soon(self._flush)

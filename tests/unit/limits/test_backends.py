@@ -2,12 +2,20 @@
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.limits.counters import Backend, Counter, LocalBackend, now_ms
+from gateway.limits.plan import Periods, Who, plan
 from gateway.limits.redis_backend import BackendDown, RedisBackend
+from gateway.limits.service import Limits
+from gateway.policy.compiled import merge
+from gateway.policy.loader import load
+from gateway.settings import LimitsSettings
 from tests.redis_server import RedisServer
 
 tickets = (f"t{n}" for n in itertools.count())
@@ -168,3 +176,46 @@ def test_in_process_leases_expire_oldest_first_and_settled_ones_are_gone() -> No
     live = [n for n in range(2_501, 3000) if n % 3 != 0]
     assert state.states[0].used == len(live) + 1
     assert state.states[1].used == (3000 // 3) * 2 + 5 * (len(live) + 1)  # spent + reserved
+
+
+async def test_a_request_cancelled_during_its_admission_gives_back_what_it_took(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The client goes away while the admission script is on its way: the script runs anyway, and its slot
+    and budget reservation come back at once, not after their lease (15 minutes by default)."""
+    redis_server.flush()
+    (tmp_path / "p.yaml").write_text(
+        "policies:\n  - name: p\n    rules:\n"
+        "      - {name: r, kind: rate_limit, per: [key], rpm: 100, tpm: 10000, concurrent: 2}\n"
+        "      - {name: b, kind: budget, per: [team], usd: 10, period: month}\n"
+    )
+    effective = merge("rev", load(tmp_path).loaded)
+    planned = plan(
+        effective,
+        Who("k1", "t1", "m", ""),
+        prefix="gw",
+        periods=Periods(ZoneInfo("UTC")),
+        now=time.time(),
+        prompt_tokens=10,
+        answer_cap=20,
+        reserve=5_000,
+        lease_ms=900_000,
+    )
+    limits = Limits(LimitsSettings(redis_url=redis_server.url))
+    try:
+        admitting = [asyncio.create_task(limits.admit(planned, f"gone{n}")) for n in range(2)]
+        await asyncio.sleep(0)  # both admissions queued (or written): their clients go away now
+        for task in admitting:
+            task.cancel()
+        await asyncio.gather(*admitting, return_exceptions=True)
+        for _ in range(100):  # the answers arrive, then the lazy settlements leave
+            await asyncio.sleep(0.02)
+            states = await limits.peek(planned)
+            if [s.used for s in states][1:] == [0, 0, 0]:
+                break
+        kinds = [p.counter.kind for p in planned]
+        used = dict(zip(kinds, [s.used for s in states], strict=True))
+        assert used == {"rpm": 2, "tpm": 0, "concurrent": 0, "budget": 0}  # requests counted, nothing held
+        assert (await limits.admit(planned, "next")).admission.ok  # both slots are free again
+    finally:
+        await limits.close()
