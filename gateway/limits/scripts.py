@@ -15,66 +15,74 @@ never through Lua's number-to-string conversion (which would turn 1e15 into "1e+
 """
 
 COMMON = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function int(x) return string.format('%d', x) end
-local function amount_of(member) return tonumber(string.match(member, ':(%-?%d+)$')) or 0 end
-local function purge_log(z, sum, upto)
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', upto)
-  if #old > 0 then
-    local freed = 0
-    for _, m in ipairs(old) do freed = freed + amount_of(m) end
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', upto)
-    redis.call('DECRBY', sum, int(freed))
-  end
-end
-local function purge_reservations(h, z)
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  if #old > 0 then
-    local freed = 0
-    for _, m in ipairs(old) do freed = freed + amount_of(m) end
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    redis.call('HINCRBY', h, 'reserved', int(-freed))
-  end
-end
--- used before this request, for counter i (purging what has expired)
-local function used_of(kind, k1, k2, window)
-  if kind == 'rpm' then
-    redis.call('ZREMRANGEBYSCORE', k1, '-inf', now - window)
-    return redis.call('ZCARD', k1)
-  elseif kind == 'tpm' then
-    purge_log(k1, k2, now - window)
-    return tonumber(redis.call('GET', k2) or '0')
-  elseif kind == 'concurrent' then
-    redis.call('ZREMRANGEBYSCORE', k1, '-inf', now)
-    return redis.call('ZCARD', k1)
-  else
-    purge_reservations(k1, k2)
-    local v = redis.call('HMGET', k1, 'spent', 'reserved')
-    return (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
-  end
-end
+local call, match, format = redis.call, string.match, string.format
+local function int(x) return format('%d', x) end
+local function amount_of(member) return tonumber(match(member, ':(%-?%d+)$')) or 0 end
 """
+
+# What Redis (7.0) pays, per EVALSHA: each redis.call, each Lua number passed to one (printed with "%.17g",
+# slower than int()), and each score in a reply (a double, printed). So the arguments are strings (the ARGV
+# strings themselves where they can be), no call is made whose answer is known, and scores are read only
+# where the answer needs them. The fields of an argument never hold a space, hence '([^ ]+)' (faster than %S+).
 
 # ARGV: ticket, then per counter "kind limit amount window_ms expire_at_ms enforce(1/0) keep_ms".
 # Returns {ok, refused index (1-based, 0 none), retry_ms, {used, reset_ms}..., over indexes...}.
 ADMIT = (
     COMMON
     + """
+local t = call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_s = int(now)
 local ticket, n = ARGV[1], #ARGV - 1
-local used, room, over, spec = {}, {}, {}, {}
-local refused, retry = 0, 0
+local kinds, amounts, windows, expires, keeps, used, empty = {}, {}, {}, {}, {}, {}, {}
+local over, refused, retry = {}, 0, 0
 for i = 1, n do
-  spec[i] = {string.match(ARGV[i + 1], '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')}
-  local s = spec[i]
-  local kind, limit, amount = s[1], tonumber(s[2]), tonumber(s[3])
-  local window, expire_at, enforce = tonumber(s[4]), tonumber(s[5]), s[6] == '1'
+  local kind, limit, amount, window, expire_at, enforce, keep =
+    match(ARGV[i + 1], '([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+)')
+  kinds[i], amounts[i], windows[i], keeps[i] = kind, amount, window, keep
+  limit, amount, window, expire_at = tonumber(limit), tonumber(amount), tonumber(window), tonumber(expire_at)
+  expires[i] = expire_at
   local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
-  used[i] = used_of(kind, k1, k2, window)
-  room[i] = used[i] + amount <= limit
-  if not room[i] then
-    table.insert(over, i)
-    if enforce and refused == 0 then
+  -- used before this request (purging what has expired)
+  local u
+  if kind == 'rpm' then
+    call('ZREMRANGEBYSCORE', k1, '-inf', int(now - window))
+    u = call('ZCARD', k1)
+    empty[i] = u == 0  -- then this admission, at `now`, will be the oldest entry (nothing here adds earlier)
+  elseif kind == 'tpm' then
+    local old = call('ZRANGEBYSCORE', k1, '-inf', int(now - window))
+    if #old > 0 then
+      local freed = 0
+      for _, m in ipairs(old) do freed = freed + amount_of(m) end
+      call('ZREMRANGEBYRANK', k1, '0', int(#old - 1))  -- the entries just read: the first ranks
+      u = call('DECRBY', k2, int(freed))
+    else
+      local sum = call('GET', k2)
+      if sum then
+        u = tonumber(sum)
+      else
+        u = 0
+        empty[i] = call('ZCARD', k1) == 0
+      end
+    end
+  elseif kind == 'concurrent' then
+    call('ZREMRANGEBYSCORE', k1, '-inf', now_s)
+    u = call('ZCARD', k1)
+  else
+    local expired = call('ZCOUNT', k2, '-inf', now_s)  -- mostly none: cheaper than listing them
+    if expired > 0 then
+      local freed = 0
+      for _, m in ipairs(call('ZRANGE', k2, '0', int(expired - 1))) do freed = freed + amount_of(m) end
+      call('ZREMRANGEBYRANK', k2, '0', int(expired - 1))
+      call('HINCRBY', k1, 'reserved', int(-freed))
+    end
+    local v = call('HMGET', k1, 'spent', 'reserved')
+    u = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+  end
+  used[i] = u
+  if u + amount > limit then
+    over[#over + 1] = i
+    if enforce == '1' and refused == 0 then
       refused = i
       if kind == 'budget' then
         retry = math.max(0, expire_at - now)
@@ -82,16 +90,27 @@ for i = 1, n do
         retry = 1000
       elseif amount > limit then
         retry = -1
+      elseif kind == 'rpm' then
+        -- room once the `need` oldest admissions have left the window: read the need-th alone
+        local need = math.max(1, math.ceil(u + amount - limit))
+        local e = call('ZRANGE', k1, int(need - 1), int(need - 1), 'WITHSCORES')
+        retry = e[2] and tonumber(e[2]) + window - now or window
       else
-        local entries = redis.call('ZRANGE', k1, 0, -1, 'WITHSCORES')
-        local freed = 0
+        -- room once enough of the oldest tokens have left: read from the oldest, in growing slices
         retry = window
-        for j = 1, #entries, 2 do
-          freed = freed + (kind == 'tpm' and amount_of(entries[j]) or 1)
-          if used[i] - freed + amount <= limit then
-            retry = tonumber(entries[j + 1]) + window - now
-            break
+        local freed, from, size = 0, 0, 16
+        while true do
+          local e = call('ZRANGE', k1, int(from), int(from + size - 1), 'WITHSCORES')
+          for j = 1, #e, 2 do
+            freed = freed + amount_of(e[j])
+            if u - freed + amount <= limit then
+              retry = tonumber(e[j + 1]) + window - now
+              from = -1
+              break
+            end
           end
+          if from < 0 or #e < 2 * size then break end
+          from, size = from + size, math.min(size * 4, 1024)
         end
       end
     end
@@ -99,50 +118,54 @@ for i = 1, n do
 end
 local out = {refused == 0 and 1 or 0, refused, retry}
 for i = 1, n do
-  local s = spec[i]
-  local kind, amount_s, window = s[1], s[3], tonumber(s[4])
-  local expire_at, keep = tonumber(s[5]), tonumber(s[7])
-  local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
-  local reset = retry
+  local kind, u, reset = kinds[i], used[i], retry
   if refused == 0 then
+    local k1, k2, window, amount = KEYS[2 * i - 1], KEYS[2 * i], windows[i], amounts[i]
     if kind == 'rpm' then
-      redis.call('ZADD', k1, now, ticket)
-      redis.call('PEXPIRE', k1, window)
-      used[i] = used[i] + 1
-      local first = redis.call('ZRANGE', k1, 0, 0, 'WITHSCORES')
-      reset = tonumber(first[2]) + window - now
+      call('ZADD', k1, now_s, ticket)
+      call('PEXPIRE', k1, window)
+      u = u + 1
+      reset = tonumber(window)
+      if not empty[i] then
+        reset = tonumber(call('ZRANGE', k1, '0', '0', 'WITHSCORES')[2]) + reset - now
+      end
     elseif kind == 'tpm' then
-      redis.call('ZADD', k1, now, ticket .. ':' .. amount_s)
-      redis.call('INCRBY', k2, amount_s)
-      redis.call('PEXPIRE', k1, window)
-      redis.call('PEXPIRE', k2, window)
-      used[i] = used[i] + tonumber(amount_s)
-      local first = redis.call('ZRANGE', k1, 0, 0, 'WITHSCORES')
-      reset = tonumber(first[2]) + window - now
+      call('ZADD', k1, now_s, ticket .. ':' .. amount)
+      call('INCRBY', k2, amount)
+      call('PEXPIRE', k1, window)
+      call('PEXPIRE', k2, window)
+      u = u + tonumber(amount)
+      reset = tonumber(window)
+      if not empty[i] then
+        reset = tonumber(call('ZRANGE', k1, '0', '0', 'WITHSCORES')[2]) + reset - now
+      end
     elseif kind == 'concurrent' then
-      redis.call('ZADD', k1, now + window, ticket)
-      redis.call('PEXPIRE', k1, window)
-      used[i] = used[i] + 1
+      call('ZADD', k1, int(now + tonumber(window)), ticket)
+      call('PEXPIRE', k1, window)
+      u = u + 1
       reset = 0
     else
-      redis.call('ZADD', k2, now + window, ticket .. ':' .. amount_s)
-      redis.call('HINCRBY', k1, 'reserved', amount_s)
-      redis.call('PEXPIREAT', k1, expire_at + keep)
-      redis.call('PEXPIREAT', k2, expire_at + keep)
-      used[i] = used[i] + tonumber(amount_s)
+      local expire_at = expires[i]
+      local until_s = int(expire_at + tonumber(keeps[i]))
+      call('ZADD', k2, int(now + tonumber(window)), ticket .. ':' .. amount)
+      call('HINCRBY', k1, 'reserved', amount)
+      call('PEXPIREAT', k1, until_s)
+      call('PEXPIREAT', k2, until_s)
+      u = u + tonumber(amount)
       reset = math.max(0, expire_at - now)
     end
   end
-  table.insert(out, used[i])
-  table.insert(out, reset)
+  out[#out + 1] = u
+  out[#out + 1] = reset
 end
-for _, i in ipairs(over) do table.insert(out, i) end
+for _, i in ipairs(over) do out[#out + 1] = i end
 return out
 """
 )
 
 # ARGV: ticket, retry (1/0), then per counter "kind reserved actual expire_at_ms keep_ms thresholds" (thresholds
 # "a,b", or "-" for none). Returns {index, threshold, spent}... for each soft threshold this settlement crossed first.
+# It needs no clock (no TIME).
 SETTLE = (
     COMMON
     + """
@@ -150,32 +173,37 @@ local ticket, retry, n = ARGV[1], ARGV[2] == '1', #ARGV - 2
 local out = {}
 for i = 1, n do
   local kind, reserved, actual, expire_at, keep, thresholds =
-    string.match(ARGV[i + 2], '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
-  expire_at, keep = tonumber(expire_at), tonumber(keep)
+    match(ARGV[i + 2], '([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+)')
   local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
   if kind == 'concurrent' then
-    redis.call('ZREM', k1, ticket)
+    call('ZREM', k1, ticket)
   elseif kind == 'tpm' then
-    local old = ticket .. ':' .. reserved
-    local score = redis.call('ZSCORE', k1, old)
-    if score then
-      redis.call('ZREM', k1, old)
-      redis.call('ZADD', k1, score, ticket .. ':' .. actual)
-      redis.call('INCRBY', k2, int(tonumber(actual) - tonumber(reserved)))
+    -- the new entry goes in before the old one leaves: a log left empty for a moment would be deleted,
+    -- and come back without its expiry
+    if actual ~= reserved then
+      local old = ticket .. ':' .. reserved
+      local score = call('ZSCORE', k1, old)
+      if score then
+        call('ZADD', k1, score, ticket .. ':' .. actual)
+        call('ZREM', k1, old)
+        call('INCRBY', k2, int(tonumber(actual) - tonumber(reserved)))
+      end
     end
   elseif kind == 'budget' then
-    local removed = redis.call('ZREM', k2, ticket .. ':' .. reserved)
+    local removed = call('ZREM', k2, ticket .. ':' .. reserved)
     if removed == 1 then
-      redis.call('HINCRBY', k1, 'reserved', int(-tonumber(reserved)))
+      call('HINCRBY', k1, 'reserved', int(-tonumber(reserved)))
     end
     if removed == 1 or not retry then
-      local spent = redis.call('HINCRBY', k1, 'spent', actual)
-      redis.call('PEXPIREAT', k1, expire_at + keep)
-      for threshold in string.gmatch(thresholds, '%d+') do
-        if spent >= tonumber(threshold) and redis.call('HSETNX', k1, 'a:' .. threshold, '1') == 1 then
-          table.insert(out, i)
-          table.insert(out, tonumber(threshold))
-          table.insert(out, spent)
+      local spent = call('HINCRBY', k1, 'spent', actual)
+      call('PEXPIREAT', k1, int(tonumber(expire_at) + tonumber(keep)))
+      if thresholds ~= '-' then
+        for threshold in string.gmatch(thresholds, '%d+') do
+          if spent >= tonumber(threshold) and call('HSETNX', k1, 'a:' .. threshold, '1') == 1 then
+            out[#out + 1] = i
+            out[#out + 1] = tonumber(threshold)
+            out[#out + 1] = spent
+          end
         end
       end
     end

@@ -219,3 +219,20 @@ async def test_a_request_cancelled_during_its_admission_gives_back_what_it_took(
         assert (await limits.admit(planned, "next")).admission.ok  # both slots are free again
     finally:
         await limits.close()
+
+
+async def test_a_corrected_tpm_entry_keeps_its_log_expiring(redis_server: RedisServer) -> None:
+    """Correcting the only entry of a TPM log must not leave the log without its expiry (it was deleted for
+    a moment and recreated, so it never expired)."""
+    redis_server.flush()
+    redis = RedisBackend(redis_server.url, timeout=1.0)
+    tpm = Counter("tpm", "{t}:tpm:alone", 10_000, 100)
+    try:
+        ticket = next(tickets)
+        assert (await redis.admit([tpm], ticket)).ok
+        await redis.settle([tpm], [40], ticket, False)
+        client = redis_server.client()
+        assert 0 < client.pttl(tpm.key) <= 60_000 and 0 < client.pttl(tpm.key + ":aux") <= 60_000
+        assert (await redis.peek([tpm]))[0].used == 40
+    finally:
+        await redis.close()
