@@ -378,7 +378,9 @@ def bench_gateway(
 def redis_script_time(url: str) -> str:
     """What the limits scripts cost Redis itself over the whole run (INFO commandstats: calls, us per call)."""
     port = url.rsplit(":", 1)[1].split("/")[0]
-    done = subprocess.run(["redis-cli", "-p", port, "info", "commandstats"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["redis-cli", "-p", port, "info", "commandstats"], capture_output=True, text=True, check=False
+    )
     stats = {}
     for line in done.stdout.splitlines():
         name, _, fields = line.partition(":")
@@ -387,7 +389,9 @@ def redis_script_time(url: str) -> str:
     calls = {name: stat for name, stat in stats.items() if name in ("evalsha", "eval")}
     if not calls:
         return f"Redis commandstats: no script calls recorded ({done.stderr.strip() or 'empty answer'})"
-    parts = [f"{name} {int(s['calls']):,} calls, {float(s['usec_per_call']):.1f} us per call" for name, s in calls.items()]
+    parts = [
+        f"{name} {int(s['calls']):,} calls, {float(s['usec_per_call']):.1f} us per call" for name, s in calls.items()
+    ]
     return "Redis time in the limits scripts (INFO commandstats, whole run): " + "; ".join(parts)
 
 

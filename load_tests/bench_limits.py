@@ -17,11 +17,17 @@ median over rounds of each figure and of each round's ratio to `gateway + polici
 at most. On a shared VM, single runs of the same target drift by 20-30 %; ratios taken within a round do
 not. Also reported: the gateway's CPU per request (from /proc, utime + stime over the run) and Redis's time
 per script call (INFO commandstats over the measured rounds).
+
+`--paired` loads each limits gateway at the same time as `gateway + policies` (two wrk, same concurrency):
+both share core 0 through every change of the machine's speed, so the ratio of their CPU per request is
+what the limits cost, free of drift (the throughput ratio of a paired run is not the product's: a gateway
+that waits on Redis leaves the core to the other one).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import statistics
 import subprocess
@@ -84,8 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default="redis,memory", help="limits backends to measure: redis, memory")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of unrecorded load per target first")
     parser.add_argument(
-        "--out", type=Path, default=REPO / "load_tests" / "reports" / f"bench-limits-ab-{today}.md"
+        "--paired", action="store_true", help="load each limits gateway together with the baseline (CPU ratio)"
     )
+    parser.add_argument("--out", type=Path, default=REPO / "load_tests" / "reports" / f"bench-limits-ab-{today}.md")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.variants = [v for v in args.variants.split(",") if v]
@@ -143,11 +150,15 @@ def run_once(target: Target, concurrency: int, duration: float) -> Sample:
 def measure(args: argparse.Namespace, targets: list[Target], redis: procs.Server | None) -> Results:
     for target in targets:
         if args.warmup:
-            bench_wrk.run_wrk(target.server.url + CHAT_PATH, target.script, max(args.concurrency), args.warmup, LOAD_CORE)
+            bench_wrk.run_wrk(
+                target.server.url + CHAT_PATH, target.script, max(args.concurrency), args.warmup, LOAD_CORE
+            )
     if redis is not None:
         port = redis.url.rsplit(":", 1)[1].split("/")[0]
         subprocess.run(["redis-cli", "-p", port, "config", "resetstat"], capture_output=True, check=False)
     results = Results()
+    if args.paired:
+        return measure_paired(args, targets, results)
     for round_no in range(args.rounds):
         shift = round_no % len(targets)
         order = targets[shift:] + targets[:shift]
@@ -163,8 +174,66 @@ def measure(args: argparse.Namespace, targets: list[Target], redis: procs.Server
     return results
 
 
-def report(args: argparse.Namespace, targets: list[Target], results: Results, notes: list[str]) -> str:
+def measure_paired(args: argparse.Namespace, targets: list[Target], results: Results) -> Results:
+    """Each limits gateway under load together with the baseline; the ratio is of CPU per request."""
+    base = next(t for t in targets if t.name == BASELINE)
+    others = [t for t in targets if t.name not in ("direct", BASELINE)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for round_no in range(args.rounds):
+            for concurrency in args.concurrency:
+                for other in others:
+                    pair = [pool.submit(run_once, t, concurrency, args.duration) for t in (base, other)]
+                    got_base, got_other = (future.result() for future in pair)
+                    results.samples.setdefault((f"{BASELINE} (with {other.name})", concurrency), []).append(got_base)
+                    results.samples.setdefault((other.name, concurrency), []).append(got_other)
+                    ratio = got_base.cpu_us / got_other.cpu_us
+                    results.ratios.setdefault((other.name, concurrency), []).append(ratio)
+                    print(
+                        f"round {round_no + 1} c={concurrency}: {BASELINE} {got_base.rps:,.0f}/s "
+                        f"{got_base.cpu_us:.0f} us/req, {other.name} {got_other.rps:,.0f}/s "
+                        f"{got_other.cpu_us:.0f} us/req, CPU ratio {ratio:.2f}",
+                        flush=True,
+                    )
+    return results
+
+
+def paired_report(args: argparse.Namespace, targets: list[Target], results: Results) -> list[str]:
     med = statistics.median
+    rows = []
+    for concurrency in args.concurrency:
+        for target in targets:
+            if target.name in ("direct", BASELINE):
+                continue
+            base = results.samples[(f"{BASELINE} (with {target.name})", concurrency)]
+            mine = results.samples[(target.name, concurrency)]
+            ratios = results.ratios[(target.name, concurrency)]
+            base_cpu, my_cpu = med(s.cpu_us for s in base), med(s.cpu_us for s in mine)
+            rows.append(
+                [
+                    target.name,
+                    concurrency,
+                    f"{med(s.rps for s in base):,.0f} / {med(s.rps for s in mine):,.0f}",
+                    f"{base_cpu:.0f}",
+                    f"{my_cpu:.0f}",
+                    f"{my_cpu - base_cpu:+.0f}",
+                    f"{med(ratios):.2f}",
+                    f"{min(ratios):.2f} to {max(ratios):.2f}",
+                    sum(s.errors for s in base + mine),
+                ]
+            )
+    header = ["limits", "concurrency", "req/s baseline / limits", "baseline CPU µs/req", "limits CPU µs/req"]
+    header += ["added CPU µs/req", "CPU ratio (baseline / limits)", "ratio range", "errors"]
+    lines = ["## Paired: CPU per request, loaded at the same time", "", *table(header, rows)]
+    lines += [
+        "",
+        "*CPU ratio*: the baseline's CPU per request over the limits gateway's, each round measured while both "
+        "were under load on the same core; it is the throughput ratio a CPU-bound gateway would show.",
+        "",
+    ]
+    return lines
+
+
+def report(args: argparse.Namespace, targets: list[Target], results: Results, notes: list[str]) -> str:
     lines = [
         f"# Limits A/B benchmark — {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
@@ -175,9 +244,27 @@ def report(args: argparse.Namespace, targets: list[Target], results: Results, no
         "- Pinning: gateways on core 0 (one loaded at a time); mock, redis-server and wrk on core 1",
         "- Limits: " + LIMIT_POLICIES.splitlines()[-2].strip() + "; " + LIMIT_POLICIES.splitlines()[-1].strip(),
         "",
-        "## Throughput and latency",
-        "",
     ]
+    if args.paired:
+        lines += paired_report(args, targets, results)
+    else:
+        lines += throughput_report(args, targets, results)
+    lines += ["## Memory (VmRSS)", ""]
+    lines += table(
+        ["process", "idle MB", "after load MB"],
+        [
+            [t.name, f"{t.server.rss_kb.get('idle', 0) / 1024:.1f}", f"{t.server.rss_kb.get('after', 0) / 1024:.1f}"]
+            for t in targets
+        ],
+    )
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def throughput_report(args: argparse.Namespace, targets: list[Target], results: Results) -> list[str]:
+    med = statistics.median
+    lines = ["## Throughput and latency", ""]
     rows = []
     for concurrency in args.concurrency:
         base = results.samples.get((BASELINE, concurrency))
@@ -188,32 +275,26 @@ def report(args: argparse.Namespace, targets: list[Target], results: Results, no
             added = "-"
             if base and ratios is not None:
                 added = f"{p50 - med(s.p50_ms for s in base):+.2f} / {p99 - med(s.p99_ms for s in base):+.2f}"
-            spread = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "-"
-            rows.append([
-                target.name,
-                concurrency,
-                f"{med(s.rps for s in samples):,.0f}",
-                f"{p50:.2f}",
-                f"{p99:.2f}",
-                sum(s.errors for s in samples),
-                f"{med(s.cpu_us for s in samples):.0f}",
-                f"{med(ratios):.2f}" if ratios else "-",
-                spread,
-                added,
-            ])
+            spread = f"{min(ratios):.2f} to {max(ratios):.2f}" if ratios else "-"
+            rows.append(
+                [
+                    target.name,
+                    concurrency,
+                    f"{med(s.rps for s in samples):,.0f}",
+                    f"{p50:.2f}",
+                    f"{p99:.2f}",
+                    sum(s.errors for s in samples),
+                    f"{med(s.cpu_us for s in samples):.0f}",
+                    f"{med(ratios):.2f}" if ratios else "-",
+                    spread,
+                    added,
+                ]
+            )
     header = ["target", "concurrency", "req/s", "p50 ms", "p99 ms", "errors", "server CPU µs/req"]
     header += [f"ratio to {BASELINE}", "ratio range", "added p50 / p99 ms"]
     lines += table(header, rows)
     lines += ["", "*server CPU µs/req*: the server process's utime + stime over the run, per request answered.", ""]
-    lines += ["## Memory (VmRSS)", ""]
-    lines += table(
-        ["process", "idle MB", "after load MB"],
-        [[t.name, f"{t.server.rss_kb.get('idle', 0) / 1024:.1f}", f"{t.server.rss_kb.get('after', 0) / 1024:.1f}"]
-         for t in targets],
-    )
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             argv_mock = python_module(
                 "load_tests.mock_upstream", "--host", "127.0.0.1", "--port", str(port), "--api-key", UPSTREAM_KEY
             )
-            mock = procs.start("mock", argv_mock, LOAD_CORE, f"http://127.0.0.1:{port}", work, env={"PYTHONPATH": str(REPO)})
+            mock = procs.start(
+                "mock", argv_mock, LOAD_CORE, f"http://127.0.0.1:{port}", work, env={"PYTHONPATH": str(REPO)}
+            )
             servers.append(mock)
             procs.wait_ready(mock, "/health")
             redis = None
