@@ -288,15 +288,8 @@ policies:
 
 def start_redis(run: Run) -> str:
     """A redis-server on a free loopback port, on the load core, stopped with the other servers."""
-    port = procs.free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = procs.start("redis", argv, LOAD_CORE, f"redis://127.0.0.1:{port}/0", run.work)
+    server = procs.start_redis(LOAD_CORE, run.work)
     run.servers.append(server)
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).returncode:
-        if time.monotonic() > deadline or server.popen.poll() is not None:
-            raise RuntimeError(f"redis-server did not start:\n{server.log_tail()}")
-        time.sleep(0.05)
     return server.url
 
 

@@ -121,23 +121,6 @@ def start_gateway(work: Path, name: str, mock_url: str, limits: str | None) -> T
     return Target(name, server, f"Bearer {key}")
 
 
-def start_redis(work: Path) -> procs.Server:
-    port = procs.free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    return procs.start("redis", argv, LOAD_CORE, f"redis://127.0.0.1:{port}/0", work)
-
-
-def wait_redis(server: procs.Server) -> None:
-    port = server.url.rsplit(":", 1)[1].split("/")[0]
-    for _ in range(200):
-        if subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True, check=False).returncode == 0:
-            return
-        if server.popen.poll() is not None:
-            break
-        subprocess.run(["sleep", "0.05"], check=False)
-    raise RuntimeError(f"redis-server did not start:\n{server.log_tail()}")
-
-
 def run_once(target: Target, concurrency: int, duration: float) -> Sample:
     before = process_cpu(target.server.pid)
     url = target.server.url + CHAT_PATH
@@ -315,9 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             procs.wait_ready(mock, "/health")
             redis = None
             if "redis" in args.variants:
-                redis = start_redis(work)
+                redis = procs.start_redis(LOAD_CORE, work)
                 servers.append(redis)
-                wait_redis(redis)
             targets = [Target("direct", mock, f"Bearer {UPSTREAM_KEY}")]
             targets.append(start_gateway(work, BASELINE, mock.url, None))
             if redis is not None:

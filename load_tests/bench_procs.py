@@ -64,6 +64,20 @@ def start(name: str, argv: list[str], core: int, url: str, log_dir: Path, env: d
     return Server(name, popen, log, url)
 
 
+def start_redis(core: int, log_dir: Path) -> Server:
+    """A redis-server on a free loopback port, without persistence, pinned to `core`, answering PING."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = start("redis", argv, core, f"redis://127.0.0.1:{port}/0", log_dir)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).returncode:
+        if time.monotonic() > deadline or server.popen.poll() is not None:
+            stop(server)
+            raise RuntimeError(f"redis-server did not start:\n{server.log_tail()}")
+        time.sleep(0.05)
+    return server
+
+
 def probe(url: str, body: bytes | None, headers: dict) -> int | None:
     """HTTP status of one request, or None if nothing answered."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")

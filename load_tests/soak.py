@@ -30,6 +30,7 @@ import aiohttp
 import psutil
 
 from load_tests import bench_procs as procs
+from load_tests.bench import LIMIT_POLICIES
 
 UPSTREAM_KEY = "sk-mock"
 GATEWAY_YAML = """\
@@ -40,13 +41,6 @@ models:
 CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"soak test message"}]}'
 STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"soak stream"}]}'
 ABANDON = b'{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"' + b"word " * 40 + b'"}]}'
-LIMITS_POLICY = """\
-policies:
-  - name: soak-limits
-    rules:
-      - {name: per-key, kind: rate_limit, per: [key], rpm: 100000000, tpm: 1000000000000, concurrent: 100000}
-      - {name: team-budget, kind: budget, per: [team], usd: 1000000000, period: month}
-"""
 MIX = ["chat"] * 5 + ["stream"] * 2 + ["abandon"] * 2 + ["unknown_model", "bad_json"]
 
 
@@ -142,13 +136,13 @@ def main(argv: list[str] | None = None) -> None:
         text = GATEWAY_YAML.format(mock=mock.url)
         if args.limits != "off":
             (work / "policies").mkdir()
-            (work / "policies" / "limits.yaml").write_text(LIMITS_POLICY)
+            (work / "policies" / "limits.yaml").write_text(LIMIT_POLICIES)
             text = text.replace(
                 "api_key: env:MOCK_UPSTREAM_KEY}", "api_key: env:MOCK_UPSTREAM_KEY, price: {input: 1, output: 2}}"
             )
             text += f"policies: {{dir: {work / 'policies'}}}\n"
         if args.limits == "redis":
-            redis = _start_redis(work)
+            redis = procs.start_redis(1, work)
             servers.append(redis)
             text += f"limits: {{redis_url: '{redis.url}'}}\n"
         config = work / "gateway.yaml"
@@ -166,17 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for server in reversed(servers):
             procs.stop(server)
-
-
-def _start_redis(work: Path) -> procs.Server:
-    port = procs.free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    redis = procs.start("redis", argv, 1, f"redis://127.0.0.1:{port}/0", work)
-    for _ in range(100):
-        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).returncode == 0:
-            return redis
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not start:\n{redis.log_tail()}")
 
 
 def _set_chunk_delay(mock_url: str, delay_ms: float) -> None:
