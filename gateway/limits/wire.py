@@ -23,6 +23,7 @@ Everything else (the probe, `gateway budgets` scans, the PII conversations) uses
 """
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | bytes | int
+log = logging.getLogger("gateway.limits")
 
 
 def pack(command: tuple[Arg, ...]) -> bytes:
@@ -88,7 +90,10 @@ class _Replies(asyncio.Protocol):
         elif not item.future.done():
             item.future.set_result(reply)
         elif item.orphan is not None and item.future.cancelled():
-            item.orphan(reply)
+            try:
+                item.orphan(reply)
+            except Exception:  # its own failure: the replies after it must still reach their commands
+                log.exception("handling the answer to an abandoned command failed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.channel.drop(self, RedisConnectionError(f"Connection to Redis lost: {exc or 'closed by the server'}"))
