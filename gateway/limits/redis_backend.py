@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.limits import scripts
 from gateway.limits.counters import Admission, Counter, Crossed, State
-from gateway.limits.wire import Arg, Channel
+from gateway.limits.wire import Channel
 
 LAZY_SECONDS = 0.005
 KEEP_MS = 40 * 24 * 3600 * 1000  # a budget period's counters outlive it by 40 days, for `gateway budgets`
@@ -70,8 +70,7 @@ class RedisBackend:
         for c in counters:
             args.append(f"{c.kind} {c.limit} {c.amount} {c.window_ms} {c.expire_at_ms} {int(c.enforce)} {KEEP_MS}")
         orphan = None if abandoned is None else functools.partial(_orphaned, len(counters), abandoned)
-        command: tuple[Arg, ...] = ("EVALSHA", self.shas["ADMIT"], 2 * len(counters), *_keys(counters), *args)
-        answer = self.channel.send(command, orphan=orphan)
+        answer = self._eval("ADMIT", _keys(counters), args, orphan=orphan)
         try:
             return admission_of(await self._call(answer), len(counters))
         except asyncio.CancelledError:  # answered already, but cancelled before it could resume: the same
@@ -108,9 +107,17 @@ class RedisBackend:
             found.append((key.decode(), {k.decode(): int(v) for k, v in fields.items()}))
         return sorted(found)
 
-    def _eval(self, name: str, keys: list[str], args: list[str], lazy: bool = False) -> "asyncio.Future[Any]":
-        """EVALSHA `name`: calls made in this turn of the loop leave together; a lazy one waits for company."""
-        return self.channel.send(("EVALSHA", self.shas[name], len(keys), *keys, *args), lazy)
+    def _eval(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[str],
+        lazy: bool = False,
+        orphan: Callable[[Any], None] | None = None,
+    ) -> "asyncio.Future[Any]":
+        """EVALSHA `name`: calls made in this turn of the loop leave together; a lazy one waits for company;
+        `orphan` hears the answer if the caller was cancelled (see wire.Channel.send)."""
+        return self.channel.send(("EVALSHA", self.shas[name], len(keys), *keys, *args), lazy, orphan)
 
     async def _call(self, awaitable: Any) -> Any:
         try:
